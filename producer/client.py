@@ -1,0 +1,183 @@
+"""The Python client, the layer the CLI is built on: submit jobs, look them up, wait, read what they made.
+
+    from producer import Client
+    client = Client()
+    job = client.submit_train(hidden_size=100, iterations=500, seed=0)
+    job.wait()
+    print(job.losses()[-1])
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from shared import defaults
+from shared import settings as settings_mod
+from shared.errors import BadInput, BrokerUnreachable, JobNotFound, TensorqError
+from shared.keys import Keys
+from shared.protocol import TASK_FOR_KIND, JobState, Kind, Queue
+from shared.redis_conn import connect, unreachable_message
+from shared.registry import NodeRegistry
+from shared.settings import Settings
+from shared.store import JobRecord, JobStore
+
+LossCallback = Callable[[int, np.ndarray], None]  # (first iteration, losses) as batches arrive
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(8)
+
+
+class Client:
+    def __init__(self, broker: str | None = None, settings: Settings | None = None) -> None:
+        self.settings = settings or settings_mod.resolve(broker)
+        self._store: JobStore | None = None
+        self._celery = None
+
+    @property
+    def store(self) -> JobStore:
+        if self._store is None:
+            client = connect(self.settings)
+            self._store = JobStore(client, Keys(self.settings.key_prefix), self.settings.artifact_dir)
+        return self._store
+
+    @property
+    def registry(self) -> NodeRegistry:
+        return NodeRegistry(self.store.redis, self.store.keys)
+
+    # --- submitting ----------------------------------------------------------------------------------
+
+    def submit_op(self, op: str, a: Any, b: Any, device: str = "auto", seed: int | None = None,
+                  dtype: str | None = None) -> Job:
+        """`op(a, b)`; a and b: nested lists, numpy arrays, torch tensors, or the CLI's operand strings."""
+        from producer.inputs import operand
+
+        spec = {"kind": Kind.OP.value, "op": op, "a": operand(a, "A"), "b": operand(b, "B"),
+                "device": device, "dtype": dtype, "seed": seed}
+        if seed is None and "randn" in (spec["a"]["source"], spec["b"]["source"]):
+            spec["seed"] = secrets.randbelow(2**31)  # recorded in the spec, so the job can be rerun exactly
+        return self.submit(spec)
+
+    def submit_train(self, **options: Any) -> Job:
+        """A training job; options are the CLI flags as keyword arguments (hidden_size=100, lr=1e-6, ...)."""
+        return self.submit({"kind": Kind.TRAIN.value, **options})
+
+    def submit(self, spec: dict[str, Any]) -> Job:
+        """Validate `spec` whole, record the job `queued`, and send its task by name to the device's queue."""
+        from shared.specs import describe, parse_spec
+
+        parsed = parse_spec(spec)  # bad input stops here, before Redis is even opened
+        store = self.store
+        queue = self.route(parsed.device)
+        job_id = new_job_id()
+        payload = parsed.model_dump(mode="json")
+        store.create(job_id, parsed.kind, payload, queue)
+        try:
+            self.celery.send_task(TASK_FOR_KIND[Kind(parsed.kind)].value, kwargs={"spec": payload},
+                                  task_id=job_id, queue=queue, argsrepr="()",
+                                  kwargsrepr=describe(parsed), retry=True,
+                                  retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+        except Exception as e:  # any failure to publish: forget the record so nothing half-made remains
+            store.delete(job_id)
+            raise BrokerUnreachable(f"{unreachable_message(self.settings)}: {e}") from e
+        return Job(self, job_id)
+
+    def route(self, device: str) -> str:
+        """The queue for a device: cuda -> gpu; cpu -> cpu; auto -> gpu when a GPU worker is alive, else cpu."""
+        if device == "cuda":
+            return Queue.GPU.value
+        if device == "cpu":
+            return Queue.CPU.value
+        return Queue.GPU.value if self.registry.serves(Queue.GPU.value) else Queue.CPU.value
+
+    @property
+    def celery(self):
+        if self._celery is None:
+            from shared.celery_app import make_celery
+
+            self._celery = make_celery(self.settings, main="tensorq-producer")
+        return self._celery
+
+    # --- looking up ----------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        self.store.require(job_id)
+        return Job(self, job_id)
+
+    def jobs(self, state: str | None = None, limit: int = 50) -> list[JobRecord]:
+        if state is not None and state not in {s.value for s in JobState}:
+            raise BadInput(f"unknown state {state!r}")
+        return self.store.list(state, limit)
+
+
+class Job:
+    """A thin handle on one job; every call reads the store afresh."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self.client = client
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def status(self) -> JobRecord:
+        return self.client.store.require(self.id)
+
+    def wait(self, timeout: float | None = None, on_losses: LossCallback | None = None) -> JobRecord:
+        """Block until the job ends (TimeoutError after `timeout` s); `on_losses` sees each loss batch."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for batch in self._follow(deadline, timeout):
+            if on_losses is not None:
+                on_losses(*batch)
+        return self.status()
+
+    def _follow(self, deadline: float | None, timeout: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        store, after = self.client.store, "0-0"
+        while True:
+            record = self.status()
+            if record.finished:
+                if record.kind == Kind.TRAIN.value:  # whatever arrived since the last read
+                    yield from ((first, values) for _, first, values in store.loss_chunks(self.id, after))
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} is still {record.state} after {timeout} s")
+            if record.kind == Kind.TRAIN.value:  # a blocking read doubles as the wait: no polling storm
+                for entry_id, first, values in store.wait_losses(self.id, after, defaults.WAIT_BLOCK_MS):
+                    after = entry_id
+                    yield first, values
+            else:
+                time.sleep(defaults.WAIT_POLL_S)
+
+    def losses(self) -> list[float]:
+        return self.client.store.losses(self.id).tolist()
+
+    def result(self) -> np.ndarray:
+        """An op job's result as a numpy array."""
+        from shared.tensors import load_safetensors
+
+        blob = self._artifact("result")
+        return load_safetensors(blob)["result"]
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """A training job's final weights {"w1", "w2"} (a bfloat16 job's are widened, exactly, to float32)."""
+        from shared.tensors import load_safetensors
+
+        return load_safetensors(self._artifact("weights"))
+
+    def artifact_bytes(self, name: str) -> bytes:
+        return self._artifact(name)
+
+    def _artifact(self, name: str) -> bytes:
+        record = self.status()
+        blob = self.client.store.get_artifact(self.id, name)
+        if blob is None:
+            if record.state != JobState.SUCCEEDED.value:
+                raise TensorqError(f"job {self.id} is {record.state}; it has no {name} yet"
+                                   + (f" ({record.error})" if record.error else ""))
+            raise JobNotFound(f"job {self.id} has no {name} artifact")
+        return blob

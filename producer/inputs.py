@@ -1,0 +1,55 @@
+"""Turning what users give as an operand (a JSON literal, `randn:2x2x2`, a file, an array) into a spec part."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared import defaults, tensors
+from shared.errors import BadInput
+
+RANDN = re.compile(r"randn:(\d+(?:x\d+)*)", re.IGNORECASE)
+LITERAL_START = tuple("[-+.0123456789")
+
+
+def operand(value: Any, label: str) -> dict[str, Any]:
+    """The spec's form of one operand: `{"source": "randn", "shape"}` or `{"source": "data", ...wire}`."""
+    if isinstance(value, str):
+        return _from_text(value.strip(), label)
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor, without importing torch
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return _data(value, label)
+    return _data(tensors.from_literal(value, label), label)
+
+
+def _from_text(text: str, label: str) -> dict[str, Any]:
+    if not text:
+        raise BadInput(f"{label}: empty operand")
+    if m := RANDN.fullmatch(text):
+        shape = [int(d) for d in m.group(1).lower().split("x")]
+        if any(d == 0 for d in shape) or len(shape) > defaults.MAX_TENSOR_DIMS:
+            raise BadInput(f"{label}: randn needs 1 to {defaults.MAX_TENSOR_DIMS} sizes, each at least 1")
+        return {"source": "randn", "shape": shape}
+    if text.lower().startswith("randn"):
+        raise BadInput(f"{label}: expected randn:SHAPE such as randn:2x2x2 (got {text!r})")
+    if text.startswith(LITERAL_START):
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            raise BadInput(f"{label}: not a valid JSON literal ({e.msg} at column {e.colno})") from None
+        return _data(tensors.from_literal(value, label), label)
+    return _data(tensors.load_file(Path(text).expanduser(), label), label)
+
+
+def _data(array: np.ndarray, label: str) -> dict[str, Any]:
+    if array.size > defaults.MAX_TENSOR_ELEMENTS:
+        raise BadInput(f"{label}: {array.size:,} elements, over the limit of {defaults.MAX_TENSOR_ELEMENTS:,}")
+    try:
+        return {"source": "data", **tensors.encode(array)}
+    except BadInput as e:
+        raise BadInput(f"{label}: {e}") from None

@@ -1,0 +1,142 @@
+"""Everything the CLI prints for people (machine-readable output is plain JSON, written in cli.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from shared.store import JobRecord
+
+STATE_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "magenta"}
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return f"{duration(time.time() - ts)} ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def run_time(r: JobRecord) -> float | None:
+    if not r.started_at:
+        return None
+    return (r.finished_at or time.time()) - r.started_at
+
+
+def final_loss(r: JobRecord) -> str:
+    loss = (r.summary or {}).get("final_loss")
+    return f"{loss:.6g}" if isinstance(loss, (int, float)) else "-"
+
+
+def status(r: JobRecord) -> None:
+    c = console()
+    style = STATE_STYLE.get(r.state, "")
+    c.print(f"job      {r.id}  [{style}]{r.state}[/]")
+    c.print(f"kind     {r.kind}  queue {r.queue}")
+    c.print(f"spec     {spec_line(r.spec)}")
+    c.print(f"worker   {r.worker or '-'}  device {r.device or '-'}")
+    c.print(f"times    submitted {ago(r.submitted_at)}, ran {duration(run_time(r))}")
+    if r.error:
+        c.print(f"error    [red]{escape(r.error)}[/]")
+    if r.summary:
+        c.print("summary  " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.summary.items()))
+
+
+def spec_line(spec: dict[str, Any]) -> str:
+    if spec.get("kind") == "op":
+        def shape(o: dict) -> str:
+            return ("randn:" if o.get("source") == "randn" else "") + "x".join(map(str, o.get("shape", []))) or "scalar"
+        return f"{spec.get('op')} {shape(spec.get('a', {}))} {shape(spec.get('b', {}))}"
+    skip = {"kind"}
+    return " ".join(f"{k.replace('_', '-')}={v}" for k, v in spec.items() if k not in skip)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def jobs_table(records: list[JobRecord]) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("ID", no_wrap=True, min_width=16)  # users copy ids from here: never cut them
+    for col in ("KIND", "STATE", "QUEUE", "WORKER", "AGE", "RAN", "FINAL LOSS"):
+        table.add_column(col, justify="right" if col in ("RAN", "FINAL LOSS") else "left")
+    for r in records:
+        table.add_row(r.id, r.kind, f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", r.queue, r.worker or "-",
+                      ago(r.submitted_at), duration(run_time(r)), final_loss(r))
+    console().print(table)
+
+
+def tensor(array: np.ndarray, out: IO[str] = sys.stdout) -> None:
+    with np.printoptions(precision=6, suppress=True, linewidth=100):
+        out.write(f"{np.array2string(array)}\n")
+    out.write(f"dtype {array.dtype}, shape {'x'.join(map(str, array.shape)) or 'scalar'}\n")
+
+
+def history_rows(chunks: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, float]]:
+    for first, values in chunks:
+        for k, v in enumerate(values.tolist()):
+            yield first + k, v
+
+
+def history(chunks: Iterable[tuple[int, np.ndarray]], fmt: str, job_id: str, out: IO[str] = sys.stdout) -> None:
+    """Streamed: rows are written as chunks arrive, never the whole history held as text."""
+    if fmt == "csv":
+        out.write("iteration,loss\n")
+        for i, v in history_rows(chunks):
+            out.write(f"{i},{v!r}\n")
+    elif fmt == "json":
+        out.write(f'{{"id": {json.dumps(job_id)}, "loss": [')
+        sep = ""
+        for _, v in history_rows(chunks):
+            out.write(sep + json.dumps(v))
+            sep = ", "
+        out.write("]}\n")
+    else:
+        out.write(f"{'iteration':>10}  loss\n")
+        for i, v in history_rows(chunks):
+            out.write(f"{i:>10}  {v:.9g}\n")
+
+
+def progress_line(job_id: str, done: int, total: int, loss: float) -> str:
+    return f"{job_id}  iteration {done}/{total}  loss {loss:.6g}"
+
+
+def summary(r: JobRecord) -> None:
+    c = console()
+    s = r.summary or {}
+    if r.kind == "train":
+        c.print(f"[green]succeeded[/] {r.id}: final loss {final_loss(r)} (best {_fmt(s.get('best_loss'))} at "
+                f"iteration {s.get('best_iteration')}), {s.get('iterations')} iterations in "
+                f"{duration(s.get('seconds'))} ({_fmt(s.get('iterations_per_s'))} it/s) on {s.get('device')} "
+                f"\\[{s.get('worker')}]")
+    else:
+        c.print(f"[green]succeeded[/] {r.id}: {s.get('op')} -> {s.get('dtype')} "
+                f"{'x'.join(map(str, s.get('shape', []))) or 'scalar'} on {s.get('device')} \\[{s.get('worker')}]")

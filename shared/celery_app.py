@@ -1,0 +1,54 @@
+"""The one Celery app factory: every process (producer, worker, Flower) configures Celery here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shared.protocol import Queue
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+def celery_config(settings: Settings) -> dict:
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "socket_connect_timeout": 3,
+        "socket_timeout": 15,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+    }
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        # The user-facing state lives in the job store; Flower gets results from task events.
+        "task_ignore_result": True,
+        "result_backend": None,
+        # JSON only: a pickle on the wire is refused, never loaded.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # A job is acknowledged when it ends, and goes back to the queue if its worker dies.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Events so Flower sees workers, queued (sent) and running tasks.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": Queue.CPU.value,
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+    }
+
+
+def make_celery(settings: Settings, main: str = "tensorq") -> Celery:
+    from celery import Celery
+
+    app = Celery(main)
+    app.conf.update(celery_config(settings))
+    return app

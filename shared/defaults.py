@@ -1,0 +1,43 @@
+"""Every tunable default in one place, each with its unit in its name."""
+
+from __future__ import annotations
+
+# Where things are found when nobody says otherwise.
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_HOME = "~/.tensorq"
+DEFAULT_KEY_PREFIX = "tensorq:"
+DEFAULT_REDIS_PORT = 6379
+DEFAULT_FLOWER_PORT = 5555
+
+# Celery's Redis transport re-delivers an unacknowledged message after this long. It must outlast the
+# longest job, or a long job runs twice (celery/celery#5935); every process uses this one value.
+VISIBILITY_TIMEOUT_S = 86_400
+
+# How long a client waits for Redis before it says the broker is unreachable.
+CONNECT_TIMEOUT_S = 3.0
+# Socket timeout for ordinary commands; blocking reads use shorter blocks than this.
+SOCKET_TIMEOUT_S = 15.0
+
+# Loss history: the training loop hands its losses over in batches, never one round trip per iteration.
+LOSS_FLUSH_ITERATIONS = 1_000  # at most this many losses are held before a flush
+LOSS_FLUSH_INTERVAL_S = 0.5  # ... and at most this long
+HISTORY_READ_ENTRIES = 256  # stream entries fetched per XRANGE page when reading a history back
+
+# Artifacts at most this large live in Redis; larger ones go to a file under the artifact directory.
+ARTIFACT_INLINE_MAX_BYTES = 32 * 1024 * 1024
+
+# Worker heartbeats: published every HEARTBEAT_INTERVAL_S, a node counts as gone after HEARTBEAT_TTL_S.
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TTL_S = 15
+
+# Limits on what a job may ask for, checked before enqueue and again on the worker.
+MAX_TENSOR_ELEMENTS = 4 * 1024 * 1024  # per operand and per result (16 MiB of float32 on the wire)
+MAX_TENSOR_DIMS = 8
+MAX_LAYER_SIZE = 1 << 16  # batch, input, hidden and output sizes each
+MAX_TRAIN_ELEMENTS = 1 << 30  # x + y + w1 + w2 elements together
+MAX_ITERATIONS = 10_000_000
+
+# `--wait` polls the job record this often while no loss arrives.
+WAIT_POLL_S = 0.2
+# Blocking read on the loss stream while waiting.
+WAIT_BLOCK_MS = 500

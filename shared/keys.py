@@ -1,0 +1,36 @@
+"""Every Redis key tensorq writes, in one place (the prefix defaults to `tensorq:`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "tensorq:"
+
+    def job(self, job_id: str) -> str:
+        """Hash: the job record (kind, spec, state, queue, worker, device, times, error, summary)."""
+        return f"{self.prefix}job:{job_id}"
+
+    def loss(self, job_id: str) -> str:
+        """Stream: the loss history, one entry per batch (`i` first iteration, `t` dtype, `d` packed values)."""
+        return f"{self.prefix}job:{job_id}:loss"
+
+    def artifact(self, job_id: str, name: str) -> str:
+        """String: an artifact's bytes (safetensors), when small enough to live in Redis."""
+        return f"{self.prefix}job:{job_id}:artifact:{name}"
+
+    @property
+    def jobs(self) -> str:
+        """Sorted set: every job id, scored by submit time."""
+        return f"{self.prefix}jobs"
+
+    def node(self, name: str) -> str:
+        """Hash with a TTL: a worker's heartbeat (device, queues, state, current job)."""
+        return f"{self.prefix}node:{name}"
+
+    @property
+    def nodes(self) -> str:
+        """Sorted set: worker node names, scored by their last heartbeat."""
+        return f"{self.prefix}nodes"

@@ -1,0 +1,74 @@
+"""Settings, resolved once and passed down: flag > env `TENSORQ_*` > the `tensorq up` record > defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from shared import defaults
+
+STACK_RECORD_NAME = "stack.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str
+    broker_source: str  # "flag", "env", "stack" or "default": said in errors so users know where it came from
+    home: Path
+    key_prefix: str = defaults.DEFAULT_KEY_PREFIX
+    visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S
+
+    @property
+    def stack_record(self) -> Path:
+        return self.home / STACK_RECORD_NAME
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def masked_broker_url(self) -> str:
+        return mask_url(self.broker_url)
+
+
+def home_dir() -> Path:
+    return Path(os.environ.get("TENSORQ_HOME") or defaults.DEFAULT_HOME).expanduser()
+
+
+def read_stack_record(home: Path) -> dict | None:
+    """The record `tensorq up` leaves behind, or None when there is none (or it is unreadable)."""
+    try:
+        record = json.loads((home / STACK_RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def resolve(broker: str | None = None) -> Settings:
+    home = home_dir()
+    prefix = os.environ.get("TENSORQ_KEY_PREFIX") or defaults.DEFAULT_KEY_PREFIX
+    visibility = int(os.environ.get("TENSORQ_VISIBILITY_TIMEOUT_S") or defaults.VISIBILITY_TIMEOUT_S)
+    if broker:
+        url, source = broker, "flag"
+    elif os.environ.get("TENSORQ_BROKER_URL"):
+        url, source = os.environ["TENSORQ_BROKER_URL"], "env"
+    elif (record := read_stack_record(home)) and record.get("broker_url"):
+        url, source = record["broker_url"], "stack"
+    else:
+        url, source = defaults.DEFAULT_BROKER_URL, "default"
+    return Settings(url, source, home, prefix, visibility)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by `***`, safe for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -1,0 +1,189 @@
+"""Job specs: what a job is, validated whole (types, limits, shapes) before anything is enqueued."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from shared import defaults, shapes
+from shared.errors import BadInput
+from shared.tensors import WIRE_DTYPES
+
+OpName = Literal["add", "sub", "mul", "div", "matmul"]
+OPS: tuple[str, ...] = OpName.__args__
+DeviceName = Literal["auto", "cpu", "cuda"]
+OpDtype = Literal["float16", "float32", "float64", "int32", "int64"]
+TrainDtype = Literal["float32", "float64", "bfloat16"]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+LayerSize = Annotated[int, Field(ge=1, le=defaults.MAX_LAYER_SIZE)]
+Dims = Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=defaults.MAX_TENSOR_DIMS)]
+
+
+class _Spec(BaseModel):
+    # Unknown keys are rejected loudly: a typo in a job file must not silently become a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataTensor(_Spec):
+    """A tensor carried in the message: dtype + shape + base64 of the raw little-endian bytes."""
+
+    source: Literal["data"] = "data"
+    dtype: OpDtype
+    shape: Dims
+    data: str
+
+    @model_validator(mode="after")
+    def _bytes_match_shape(self) -> DataTensor:
+        _check_elements(self.shape)
+        try:
+            size = len(base64.b64decode(self.data, validate=True))
+        except (binascii.Error, ValueError) as e:
+            raise ValueError("data is not valid base64") from e
+        if size != shapes.numel(self.shape) * WIRE_DTYPES[self.dtype].itemsize:
+            raise ValueError(f"{size} bytes do not hold {self.dtype} of shape {shapes.fmt(self.shape)}")
+        return self
+
+
+class RandnTensor(_Spec):
+    """A tensor the worker draws with torch.randn from the job's seed (float32, like torch.randn)."""
+
+    source: Literal["randn"] = "randn"
+    shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=defaults.MAX_TENSOR_DIMS)]
+
+    @model_validator(mode="after")
+    def _within_limit(self) -> RandnTensor:
+        _check_elements(self.shape)
+        return self
+
+    @property
+    def dtype(self) -> str:
+        return "float32"
+
+
+TensorInput = Annotated[DataTensor | RandnTensor, Field(discriminator="source")]
+
+
+class TensorOpSpec(_Spec):
+    """`op(a, b)` with torch semantics; operands drawn with randn use `seed`, a first then b."""
+
+    kind: Literal["op"] = "op"
+    op: OpName
+    a: TensorInput
+    b: TensorInput
+    seed: Seed | None = None
+    dtype: OpDtype | None = None  # cast both operands to this before the op
+    device: DeviceName = "auto"
+
+    @model_validator(mode="after")
+    def _shapes_agree(self) -> TensorOpSpec:
+        if self.seed is None and (self.a.source == "randn" or self.b.source == "randn"):
+            raise ValueError("randn operands need a seed")
+        _check_elements(self.result_shape, "result")
+        if self.op == "matmul" and self.operand_dtypes[0] != self.operand_dtypes[1]:
+            a, b = self.operand_dtypes
+            raise ValueError(f"matmul: operands have different dtypes ({a} and {b}); pass --dtype to cast both")
+        return self
+
+    @property
+    def result_shape(self) -> tuple[int, ...]:
+        return shapes.result_shape(self.op, self.a.shape, self.b.shape)
+
+    @property
+    def operand_dtypes(self) -> tuple[str, str]:
+        return (self.dtype or self.a.dtype, self.dtype or self.b.dtype)
+
+
+class TrainSpec(_Spec):
+    """The study note's two-layer network trained by plain gradient descent."""
+
+    kind: Literal["train"] = "train"
+    batch_size: LayerSize = 64
+    input_size: LayerSize = 1000
+    hidden_size: LayerSize = 100
+    output_size: LayerSize = 10
+    lr: float = Field(1e-6, gt=0, allow_inf_nan=False)
+    iterations: int = Field(500, ge=1, le=defaults.MAX_ITERATIONS)
+    seed: Seed = 0
+    activation: Literal["relu", "sigmoid"] = "relu"
+    loss: Literal["sse", "ce"] = "sse"
+    grad: Literal["autograd", "manual"] = "autograd"
+    dtype: TrainDtype = "float32"
+    device: DeviceName = "auto"
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr_is_a_number(cls, v: object) -> object:
+        if isinstance(v, bool):
+            raise ValueError("lr must be a number")
+        return v
+
+    @model_validator(mode="after")
+    def _fits(self) -> TrainSpec:
+        b, i, h, o = self.batch_size, self.input_size, self.hidden_size, self.output_size
+        total = b * i + b * o + i * h + h * o
+        if total > defaults.MAX_TRAIN_ELEMENTS:
+            raise ValueError(f"x, y, w1 and w2 hold {total:,} elements, over the limit of "
+                             f"{defaults.MAX_TRAIN_ELEMENTS:,}")
+        if self.loss == "ce" and o < 2:
+            raise ValueError("--loss ce needs --output-size of at least 2 (classes)")
+        return self
+
+
+JobSpec = Annotated[TensorOpSpec | TrainSpec, Field(discriminator="kind")]
+_JOB_SPEC: TypeAdapter[TensorOpSpec | TrainSpec] = TypeAdapter(JobSpec)
+
+
+def parse_spec(data: object) -> TensorOpSpec | TrainSpec:
+    """A spec from a dict (a message, a job file, CLI flags); any problem raises BadInput in one line."""
+    try:
+        return _JOB_SPEC.validate_python(data)
+    except ValidationError as e:
+        raise BadInput(one_line(e)) from None
+
+
+def one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    if loc and loc[0] in ("op", "train"):  # the discriminator's tag, not a field
+        loc = loc[1:]
+    if len(loc) >= 2 and loc[0] in ("a", "b") and loc[1] in ("data", "randn"):
+        del loc[1]
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc, message = ["kind"], "must be 'op' or 'train'"
+    elif first["type"] == "model_attributes_type":
+        message = "a job spec must be an object"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    where = ".".join(loc).replace("_", "-")
+    return f"{where}: {message}{more}" if where else f"{message}{more}"
+
+
+def describe(spec: TensorOpSpec | TrainSpec) -> str:
+    """A short one-line description: what Flower shows as the task's arguments."""
+    if isinstance(spec, TrainSpec):
+        return (f"train {spec.batch_size}x{spec.input_size}->{spec.hidden_size}->{spec.output_size} "
+                f"{spec.activation}/{spec.loss} {spec.grad} {spec.dtype} lr={spec.lr:g} "
+                f"iterations={spec.iterations} seed={spec.seed} device={spec.device}")
+    a_dt, b_dt = spec.operand_dtypes
+    return (f"{spec.op} {shapes.fmt(spec.a.shape)}:{a_dt} {shapes.fmt(spec.b.shape)}:{b_dt} "
+            f"-> {shapes.fmt(spec.result_shape)} device={spec.device}")
+
+
+def _check_elements(shape: list[int] | tuple[int, ...], what: str = "tensor") -> None:
+    n = shapes.numel(shape)
+    if n > defaults.MAX_TENSOR_ELEMENTS:
+        raise ValueError(f"{what} of shape {shapes.fmt(shape)} has {n:,} elements, over the limit of "
+                         f"{defaults.MAX_TENSOR_ELEMENTS:,}")

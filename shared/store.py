@@ -1,0 +1,203 @@
+"""The job store: job records, the job index, loss histories and artifacts, all in Redis.
+
+It is the one source of truth for what users see; Celery's own bookkeeping is not consulted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shared import defaults
+from shared.errors import JobNotFound
+from shared.keys import Keys
+from shared.protocol import FINISHED_STATES, JobState
+
+if TYPE_CHECKING:
+    import redis
+
+# Losses are packed as float32 unless the job trains in float64, so float32 runs keep every value exactly.
+LOSS_DTYPES = {"f4": np.dtype("<f4"), "f8": np.dtype("<f8")}
+FILE_ARTIFACT = "file:"  # an artifact value with this prefix names a file instead of holding bytes
+
+
+@dataclass
+class JobRecord:
+    id: str
+    kind: str
+    state: str
+    queue: str
+    spec: dict[str, Any]
+    submitted_at: float
+    worker: str | None = None
+    device: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    summary: dict[str, Any] | None = None
+    artifacts: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return JobState(self.state) in FINISHED_STATES
+
+    def to_status(self) -> dict[str, Any]:
+        """The `status --json` object (a scripting contract: keys are only ever added)."""
+        return asdict(self)
+
+    @classmethod
+    def from_hash(cls, job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
+        h = {k.decode(): v.decode() for k, v in raw.items()}
+
+        def num(name: str) -> float | None:
+            return float(h[name]) if h.get(name) else None
+
+        return cls(
+            id=job_id,
+            kind=h.get("kind", "?"),
+            state=h.get("state", JobState.QUEUED.value),
+            queue=h.get("queue", "?"),
+            spec=json.loads(h.get("spec") or "{}"),
+            submitted_at=num("submitted_at") or 0.0,
+            worker=h.get("worker") or None,
+            device=h.get("device") or None,
+            started_at=num("started_at"),
+            finished_at=num("finished_at"),
+            error=h.get("error") or None,
+            summary=json.loads(h["summary"]) if h.get("summary") else None,
+            artifacts=sorted(k.removeprefix("artifact:") for k in h if k.startswith("artifact:")),
+        )
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, keys: Keys, artifact_dir: Path) -> None:
+        self.redis = client
+        self.keys = keys
+        self.artifact_dir = artifact_dir
+
+    # --- job records -------------------------------------------------------------------------------
+
+    def create(self, job_id: str, kind: str, spec: dict[str, Any], queue: str) -> JobRecord:
+        now = time.time()
+        record = {"kind": kind, "state": JobState.QUEUED.value, "queue": queue,
+                  "spec": json.dumps(spec), "submitted_at": repr(now)}
+        with self.redis.pipeline() as p:
+            p.hset(self.keys.job(job_id), mapping=record)
+            p.zadd(self.keys.jobs, {job_id: now})
+            p.execute()
+        return JobRecord(job_id, kind, JobState.QUEUED.value, queue, spec, now)
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job that never reached the queue (its send failed)."""
+        with self.redis.pipeline() as p:
+            p.delete(self.keys.job(job_id), self.keys.loss(job_id))
+            p.zrem(self.keys.jobs, job_id)
+            p.execute()
+
+    def get(self, job_id: str) -> JobRecord | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        return JobRecord.from_hash(job_id, raw) if raw else None
+
+    def require(self, job_id: str) -> JobRecord:
+        record = self.get(job_id)
+        if record is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return record
+
+    def state(self, job_id: str) -> JobState | None:
+        raw = self.redis.hget(self.keys.job(job_id), "state")
+        return JobState(raw.decode()) if raw else None
+
+    def mark_running(self, job_id: str, worker: str, device: str) -> None:
+        self.redis.hset(self.keys.job(job_id), mapping={
+            "state": JobState.RUNNING.value, "worker": worker, "device": device, "started_at": repr(time.time())})
+
+    def mark_finished(self, job_id: str, state: JobState, summary: dict[str, Any] | None = None,
+                      error: str | None = None) -> None:
+        fields = {"state": state.value, "finished_at": repr(time.time())}
+        if summary is not None:
+            fields["summary"] = json.dumps(summary)
+        if error is not None:
+            fields["error"] = error
+        self.redis.hset(self.keys.job(job_id), mapping=fields)
+
+    def list(self, state: str | None = None, limit: int = 50) -> list[JobRecord]:
+        """Newest first; with `state`, only jobs in that state (scanning the index in pages)."""
+        out: list[JobRecord] = []
+        page, start = max(limit, 100), 0
+        while len(out) < limit:
+            ids = [i.decode() for i in self.redis.zrevrange(self.keys.jobs, start, start + page - 1)]
+            if not ids:
+                break
+            with self.redis.pipeline() as p:
+                for job_id in ids:
+                    p.hgetall(self.keys.job(job_id))
+                raws = p.execute()
+            for job_id, raw in zip(ids, raws, strict=True):
+                if raw and (state is None or raw.get(b"state", b"").decode() == state):
+                    out.append(JobRecord.from_hash(job_id, raw))
+            start += page
+        return out[:limit]
+
+    # --- loss history --------------------------------------------------------------------------------
+
+    def append_losses(self, job_id: str, first_iteration: int, losses: np.ndarray) -> None:
+        """One stream entry holding a batch of consecutive losses."""
+        code = "f8" if losses.dtype == np.float64 else "f4"
+        packed = np.ascontiguousarray(losses, dtype=LOSS_DTYPES[code]).tobytes()
+        self.redis.xadd(self.keys.loss(job_id), {"i": first_iteration, "t": code, "d": packed})
+
+    def loss_chunks(self, job_id: str, after: str = "-") -> Iterator[tuple[str, int, np.ndarray]]:
+        """(stream id, first iteration, losses) for every batch after `after`, read in pages."""
+        key, start = self.keys.loss(job_id), after
+        while True:
+            # "(" makes the range exclusive (Redis >= 6.2), so a page never repeats the last entry.
+            entries = self.redis.xrange(key, min=start if start == "-" else f"({start}",
+                                        count=defaults.HISTORY_READ_ENTRIES)
+            if not entries:
+                return
+            for entry_id, fields in entries:
+                yield entry_id.decode(), *decode_loss_entry(fields)
+            start = entries[-1][0].decode()
+
+    def losses(self, job_id: str) -> np.ndarray:
+        chunks = [values for _, _, values in self.loss_chunks(job_id)]
+        return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.float64)
+
+    def wait_losses(self, job_id: str, after: str, block_ms: int) -> list[tuple[str, int, np.ndarray]]:
+        """Batches newer than stream id `after`, blocking up to `block_ms` for the first to arrive."""
+        reply = self.redis.xread({self.keys.loss(job_id): after}, block=block_ms,
+                                 count=defaults.HISTORY_READ_ENTRIES)
+        return [(eid.decode(), *decode_loss_entry(f)) for _, entries in reply for eid, f in entries]
+
+    # --- artifacts -----------------------------------------------------------------------------------
+
+    def put_artifact(self, job_id: str, name: str, blob: bytes) -> None:
+        if len(blob) <= defaults.ARTIFACT_INLINE_MAX_BYTES:
+            self.redis.set(self.keys.artifact(job_id, name), blob)
+            where = "redis"
+        else:
+            path = self.artifact_dir / job_id / f"{name}.safetensors"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
+            where = FILE_ARTIFACT + str(path)
+        self.redis.hset(self.keys.job(job_id), f"artifact:{name}", where)
+
+    def get_artifact(self, job_id: str, name: str) -> bytes | None:
+        where = self.redis.hget(self.keys.job(job_id), f"artifact:{name}")
+        if where is None:
+            return None
+        if where.decode().startswith(FILE_ARTIFACT):
+            return Path(where.decode().removeprefix(FILE_ARTIFACT)).read_bytes()
+        return self.redis.get(self.keys.artifact(job_id, name))
+
+
+def decode_loss_entry(fields: dict[bytes, bytes]) -> tuple[int, np.ndarray]:
+    dtype = LOSS_DTYPES[fields[b"t"].decode()]
+    return int(fields[b"i"]), np.frombuffer(fields[b"d"], dtype=dtype).astype(np.float64)

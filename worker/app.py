@@ -1,0 +1,42 @@
+"""The worker's Celery app (`celery -A worker.app worker`), plus start-up and shutdown hooks.
+
+Settings come from the environment the launcher sets (TENSORQ_BROKER_URL etc.).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery.signals import worker_ready, worker_shutdown
+
+from shared import settings as settings_mod
+from shared.celery_app import make_celery
+
+log = logging.getLogger(__name__)
+
+app = make_celery(settings_mod.resolve())
+app.conf.include = ["worker.tasks"]
+
+_heartbeat = None
+
+
+@worker_ready.connect
+def _on_ready(sender=None, **_: object) -> None:
+    """Warm torch up, learn the device, then start heartbeats so the node shows as ready."""
+    global _heartbeat
+    from worker import context, jobs
+    from worker.devices import describe_torch_device
+    from worker.heartbeat import Heartbeat
+
+    queues = sorted(q.name for q in sender.task_consumer.queues) if sender.task_consumer else []
+    ctx = context.init(sender.hostname, queues)
+    ctx.device = describe_torch_device(jobs.resolve_device("auto"))
+    _heartbeat = Heartbeat(ctx)
+    _heartbeat.start()
+    log.info("tensorq node %s ready on %s, queues %s", ctx.node, ctx.device, ",".join(queues))
+
+
+@worker_shutdown.connect
+def _on_shutdown(**_: object) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()

@@ -1,0 +1,53 @@
+"""What a running worker process knows about itself: its store, its node name, what it is doing."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from shared import settings as settings_mod
+from shared.keys import Keys
+from shared.redis_conn import connect
+from shared.registry import NodeRegistry
+from shared.store import JobStore
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    store: JobStore
+    registry: NodeRegistry
+    node: str
+    queues: list[str] = field(default_factory=list)
+    device: str = "cpu"
+    current_job: str | None = None
+    jobs_done: int = 0
+
+    def heartbeat_fields(self) -> dict[str, object]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(self.queues),
+                "device": self.device, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                "state": "busy" if self.current_job else "idle", "job": self.current_job or "",
+                "jobs_done": self.jobs_done}
+
+
+_context: WorkerContext | None = None
+
+
+def init(node: str, queues: list[str]) -> WorkerContext:
+    global _context
+    settings = settings_mod.resolve()
+    client = connect(settings, check=False)
+    keys = Keys(settings.key_prefix)
+    _context = WorkerContext(settings, JobStore(client, keys, settings.artifact_dir), NodeRegistry(client, keys),
+                             node, queues)
+    return _context
+
+
+def get(node: str = "") -> WorkerContext:
+    """The process's context; a task run outside a started worker (tests, eager mode) gets one on demand."""
+    return _context or init(node or f"local@{socket.gethostname()}", [])

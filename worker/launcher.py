@@ -1,0 +1,142 @@
+"""`tensorq worker`: one Celery worker process per GPU (or one CPU worker), supervised.
+
+Each child is pinned with CUDA_VISIBLE_DEVICES and runs the solo pool, so CUDA is initialised only in a
+process that never forks. A child that dies is restarted; the others keep serving.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+from shared.keys import Keys
+from shared.protocol import Queue
+from shared.redis_conn import connect
+from shared.registry import NodeRegistry
+from shared.settings import Settings
+from worker import devices
+
+log = logging.getLogger("tensorq.worker")
+
+RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S before it is given up
+RESTART_WINDOW_S = 60.0
+STOP_TIMEOUT_S = 30.0  # after SIGTERM (warm shutdown) a child gets this long before SIGKILL
+
+
+@dataclass
+class Child:
+    name: str
+    queues: list[str]
+    gpu: int | None
+    proc: subprocess.Popen | None = None
+    restarts: list[float] | None = None
+
+
+def plan(gpus_arg: str, name: str | None, extra_queues: list[str], host: str | None = None) -> list[Child]:
+    host = host or socket.gethostname()
+    chosen = devices.select(gpus_arg, devices.visible_gpus() if gpus_arg.strip().lower() != "none" else [])
+    base = name or ""
+    if not chosen:
+        return [Child(f"{base or 'cpu'}@{host}", [Queue.CPU.value, *extra_queues], None)]
+    return [Child(f"{base}gpu{g.index}@{host}", [Queue.GPU.value, *extra_queues], g.index) for g in chosen]
+
+
+def claim_names(children: list[Child], registry: NodeRegistry, owner: str) -> None:
+    """Give each child a node name no live worker holds: gpu0@host, else gpu0-2@host, gpu0-3@host..."""
+    for child in children:
+        stem, host = child.name.split("@", 1)
+        for n in range(1, 1000):
+            candidate = f"{stem}@{host}" if n == 1 else f"{stem}-{n}@{host}"
+            if registry.claim(candidate, owner):
+                child.name = candidate
+                break
+
+
+def _die_with_parent() -> None:
+    # Linux: the child gets SIGTERM if the launcher dies, so no orphan keeps a GPU.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def start(child: Child, settings: Settings, loglevel: str) -> None:
+    env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url, TENSORQ_KEY_PREFIX=settings.key_prefix,
+               TENSORQ_VISIBILITY_TIMEOUT_S=str(settings.visibility_timeout_s),
+               CUDA_VISIBLE_DEVICES="" if child.gpu is None else str(child.gpu), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--hostname", child.name,
+           "--queues", ",".join(child.queues), "--pool", "solo", "--concurrency", "1", "--loglevel", loglevel,
+           "--without-gossip", "--without-mingle", "--task-events"]
+    # A new session: Ctrl-C in the terminal reaches the launcher alone, which then stops each child once.
+    child.proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    log.info("started %s (pid %d) on %s, queues %s", child.name, child.proc.pid,
+             "cpu" if child.gpu is None else f"GPU {child.gpu}", ",".join(child.queues))
+
+
+def run(settings: Settings, gpus: str = "all", name: str | None = None, queues: tuple[str, ...] = (),
+        loglevel: str = "INFO") -> int:
+    """Start and supervise the children until SIGTERM/SIGINT; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] tensorq worker: %(message)s")
+    client = connect(settings)
+    registry = NodeRegistry(client, Keys(settings.key_prefix))
+    children = plan(gpus, name, list(queues))
+    # `tensorq up` passes an owner token so it can tell its own nodes from others on a shared broker
+    claim_names(children, registry, owner=os.environ.get("TENSORQ_NODE_OWNER") or uuid.uuid4().hex)
+    for child in children:
+        start(child, settings, loglevel)
+
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("received %s: warm shutdown (running jobs finish first)", signal.Signals(signum).name)
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        time.sleep(0.5)
+        for child in children:
+            if child.proc is not None and child.proc.poll() is not None and not stopping:
+                restart(child, settings, loglevel)
+        if all(c.proc is None for c in children):
+            log.error("every worker process has been given up; exiting")
+            return 1
+    return shutdown(children)
+
+
+def restart(child: Child, settings: Settings, loglevel: str) -> None:
+    code = child.proc.returncode if child.proc else None
+    now = time.monotonic()
+    child.restarts = [t for t in (child.restarts or []) if now - t < RESTART_WINDOW_S] + [now]
+    if len(child.restarts) > RESTART_LIMIT:
+        log.error("%s exited (code %s) %d times within %.0f s; giving up on it", child.name, code,
+                  len(child.restarts), RESTART_WINDOW_S)
+        child.proc = None
+        return
+    log.warning("%s exited (code %s); restarting it", child.name, code)
+    start(child, settings, loglevel)
+
+
+def shutdown(children: list[Child]) -> int:
+    live = [c for c in children if c.proc is not None and c.proc.poll() is None]
+    for c in live:
+        c.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for c in live:
+        try:
+            c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0f s; killing it", c.name, STOP_TIMEOUT_S)
+            c.proc.kill()
+            c.proc.wait()
+    return 0

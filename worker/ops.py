@@ -1,0 +1,39 @@
+"""The five tensor ops with torch semantics. Nothing here knows about Celery or Redis."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from shared import tensors
+from shared.specs import DataTensor, TensorOpSpec
+
+OPS = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "matmul": torch.matmul}
+DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64,
+          "int32": torch.int32, "int64": torch.int64}
+
+
+def operands(spec: TensorOpSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """a and b on the CPU: decoded from the message, or drawn with randn from the seed (a first, then b)."""
+    gen = torch.Generator().manual_seed(spec.seed) if spec.seed is not None else None
+    out = []
+    for ref in (spec.a, spec.b):
+        if isinstance(ref, DataTensor):
+            t = torch.from_numpy(tensors.decode(ref.model_dump()))
+        else:
+            t = torch.randn(*ref.shape, generator=gen)
+        out.append(t.to(DTYPES[spec.dtype]) if spec.dtype else t)
+    return out[0], out[1]
+
+
+def run(spec: TensorOpSpec, device: torch.device) -> tuple[torch.Tensor, torch.device]:
+    """(result on the CPU, the device it was computed on)."""
+    a, b = operands(spec)
+    if device.type == "cuda" and spec.op == "matmul" and not a.is_floating_point():
+        device = torch.device("cpu")  # CUDA has no integer matmul; the CPU gives torch's exact answer
+    result = OPS[spec.op](a.to(device), b.to(device))
+    return result.cpu(), device
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.contiguous().numpy()
