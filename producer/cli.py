@@ -172,8 +172,24 @@ def flower(port: int, address: str, basic_auth: str | None, broker: str | None) 
     env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
     if basic_auth:
         env["FLOWER_BASIC_AUTH"] = basic_auth  # through the environment, so it never shows in `ps`
+    else:
+        env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # loopback only (checked above): let scripts read it
     args = [sys.executable, "-m", "celery", "-A", "worker.app", "flower", f"--port={port}", f"--address={address}"]
     os.execve(sys.executable, args, env)
+
+
+@main.command()
+@json_option
+@broker_option
+def workers(as_json: bool, broker: str | None) -> None:
+    """List live workers from their heartbeats (answers even while every worker is busy)."""
+    nodes = _client(broker).registry.live()
+    if as_json:
+        _print_json(nodes)
+        return
+    from producer import render
+
+    render.nodes_table(nodes)
 
 
 # --- submitting ---------------------------------------------------------------------------------------
@@ -332,8 +348,12 @@ def wait(job_ids: tuple[str, ...], timeout: float | None, as_json: bool, broker:
     finals = []
     for job in jobs:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        progress = None
+        if len(jobs) == 1 and not as_json:
+            record = job.status()
+            progress = _progress_printer(job.id, record.spec) if record.kind == "train" else None
         try:
-            finals.append(job.wait(timeout=left))
+            finals.append(job.wait(timeout=left, on_losses=progress))
         except TimeoutError as e:
             raise TensorqError(str(e)) from None
     if as_json:
@@ -342,7 +362,9 @@ def wait(job_ids: tuple[str, ...], timeout: float | None, as_json: bool, broker:
         if final.state != "succeeded":
             click.echo(f"error: job {job.id} {final.state}: {final.error or 'no reason recorded'}", err=True)
         elif not as_json:
-            click.echo(f"job {job.id} succeeded")
+            from producer import render
+
+            render.summary(final)
     if any(f.state != "succeeded" for f in finals):
         sys.exit(EXIT_JOB_FAILED)
 

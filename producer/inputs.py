@@ -21,7 +21,10 @@ def operand(value: Any, label: str) -> dict[str, Any]:
     if isinstance(value, str):
         return _from_text(value.strip(), label)
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor, without importing torch
-        value = value.detach().cpu().numpy()
+        try:
+            value = value.detach().cpu().numpy()
+        except TypeError:  # e.g. bfloat16, which numpy has no type for
+            raise BadInput(f"{label}: unsupported dtype {value.dtype} (cast it to float32 first)") from None
     if isinstance(value, np.ndarray):
         return _data(value, label)
     return _data(tensors.from_literal(value, label), label)
@@ -37,13 +40,19 @@ def _from_text(text: str, label: str) -> dict[str, Any]:
         return {"source": "randn", "shape": shape}
     if text.lower().startswith("randn"):
         raise BadInput(f"{label}: expected randn:SHAPE such as randn:2x2x2 (got {text!r})")
-    if text.startswith(LITERAL_START):
+    if text.startswith(LITERAL_START) and not looks_like_file(text):
         try:
             value = json.loads(text)
         except ValueError as e:
             raise BadInput(f"{label}: not a valid JSON literal ({e.msg} at column {e.colno})") from None
         return _data(tensors.from_literal(value, label), label)
     return _data(tensors.load_file(Path(text).expanduser(), label), label)
+
+
+def looks_like_file(text: str) -> bool:
+    """`./a.npy`, `2024.npy`, `w.safetensors:w1`: a known suffix means a path, even when it starts like a number."""
+    base = text.rsplit(":", 1)[0] if ".safetensors:" in text.lower() else text
+    return Path(base).suffix.lower() in tensors.FILE_SUFFIXES
 
 
 def _data(array: np.ndarray, label: str) -> dict[str, Any]:

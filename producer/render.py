@@ -94,6 +94,22 @@ def jobs_table(records: list[JobRecord]) -> None:
     console().print(table)
 
 
+def nodes_table(nodes: list[dict[str, str]]) -> None:
+    from rich.table import Table
+
+    if not nodes:
+        console().print("no live workers")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("NODE", "HOST", "DEVICE", "QUEUES", "STATE", "JOB", "DONE", "SEEN"):
+        table.add_column(col, no_wrap=col == "NODE")
+    for n in nodes:
+        seen = float(n["seen_at"]) if n.get("seen_at") else None
+        table.add_row(n.get("name", "?"), n.get("host", "-"), n.get("device", "-"), n.get("queues", "-"),
+                      n.get("state", "-"), n.get("job") or "-", n.get("jobs_done", "-"), ago(seen))
+    console().print(table)
+
+
 def tensor(array: np.ndarray, out: IO[str] = sys.stdout) -> None:
     with np.printoptions(precision=6, suppress=True, linewidth=100):
         out.write(f"{np.array2string(array)}\n")

@@ -25,8 +25,9 @@ OPS: tuple[str, ...] = OpName.__args__
 DeviceName = Literal["auto", "cpu", "cuda"]
 OpDtype = Literal["float16", "float32", "float64", "int32", "int64"]
 TrainDtype = Literal["float32", "float64", "bfloat16"]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
-LayerSize = Annotated[int, Field(ge=1, le=defaults.MAX_LAYER_SIZE)]
+# Strict: `true` is not a size, and "64" in a job file is a typo worth reporting, not coercing.
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
+LayerSize = Annotated[int, Field(ge=1, le=defaults.MAX_LAYER_SIZE, strict=True)]
 Dims = Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=defaults.MAX_TENSOR_DIMS)]
 
 
@@ -113,7 +114,7 @@ class TrainSpec(_Spec):
     hidden_size: LayerSize = 100
     output_size: LayerSize = 10
     lr: float = Field(1e-6, gt=0, allow_inf_nan=False)
-    iterations: int = Field(500, ge=1, le=defaults.MAX_ITERATIONS)
+    iterations: int = Field(500, ge=1, le=defaults.MAX_ITERATIONS, strict=True)
     seed: Seed = 0
     activation: Literal["relu", "sigmoid"] = "relu"
     loss: Literal["sse", "ce"] = "sse"
@@ -162,8 +163,10 @@ def one_line(error: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown field"
-    elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+    elif first["type"] in ("union_tag_invalid", "union_tag_not_found") and not loc:
         loc, message = ["kind"], "must be 'op' or 'train'"
+    elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc, message = [*loc, "source"], "must be 'data' or 'randn'"
     elif first["type"] == "model_attributes_type":
         message = "a job spec must be an object"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""

@@ -150,7 +150,7 @@ class JobStore:
     def append_losses(self, job_id: str, first_iteration: int, losses: np.ndarray) -> None:
         """One stream entry holding a batch of consecutive losses."""
         code = "f8" if losses.dtype == np.float64 else "f4"
-        packed = np.ascontiguousarray(losses, dtype=LOSS_DTYPES[code]).tobytes()
+        packed = np.asarray(losses, dtype=LOSS_DTYPES[code], order="C").tobytes()
         self.redis.xadd(self.keys.loss(job_id), {"i": first_iteration, "t": code, "d": packed})
 
     def loss_chunks(self, job_id: str, after: str = "-") -> Iterator[tuple[str, int, np.ndarray]]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.defaults import MAX_TENSOR_DIMS, MAX_TENSOR_ELEMENTS
 from shared.errors import BadInput, DecodeError
 from shared.shapes import numel
 
@@ -29,7 +30,7 @@ FILE_SUFFIXES = (".npy", ".safetensors", ".pt", ".json")
 
 def dtype_name(array: np.ndarray) -> str:
     for name, dt in WIRE_DTYPES.items():
-        if array.dtype == dt or array.dtype == dt.newbyteorder("="):
+        if array.dtype.newbyteorder("<") == dt:  # big-endian .npy files are fine: encode() swaps the bytes
             return name
     raise BadInput(f"unsupported dtype {array.dtype} (use one of {', '.join(WIRE_DTYPES)})")
 
@@ -37,7 +38,7 @@ def dtype_name(array: np.ndarray) -> str:
 def encode(array: np.ndarray) -> dict[str, Any]:
     """A JSON-safe wire form of `array`."""
     name = dtype_name(array)
-    data = np.ascontiguousarray(array, dtype=WIRE_DTYPES[name]).tobytes()
+    data = np.asarray(array, dtype=WIRE_DTYPES[name], order="C").tobytes()
     return {"dtype": name, "shape": list(array.shape), "data": base64.b64encode(data).decode("ascii")}
 
 
@@ -47,9 +48,11 @@ def decode(wire: dict[str, Any]) -> np.ndarray:
         dt = WIRE_DTYPES[wire["dtype"]]
         shape = tuple(int(d) for d in wire["shape"])
         raw = base64.b64decode(wire["data"], validate=True)
-    except (KeyError, TypeError, ValueError, binascii.Error) as e:
+    except (KeyError, TypeError, ValueError, OverflowError, binascii.Error) as e:
         raise DecodeError(f"malformed tensor: {e!r}") from e
-    if any(d < 0 for d in shape) or len(raw) != numel(shape) * dt.itemsize:
+    if len(shape) > MAX_TENSOR_DIMS or any(d < 0 or d > MAX_TENSOR_ELEMENTS for d in shape):
+        raise DecodeError(f"malformed tensor: shape {shape} is outside the limits")
+    if len(raw) != numel(shape) * dt.itemsize:
         raise DecodeError(f"malformed tensor: {len(raw)} bytes do not hold {wire['dtype']} of shape {shape}")
     return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
 
@@ -120,7 +123,7 @@ def save_file(array: np.ndarray, path: Path) -> None:
     elif suffix == ".safetensors":
         from safetensors.numpy import save_file as save_st
 
-        save_st({"result": np.ascontiguousarray(array)}, str(path))
+        save_st({"result": np.asarray(array, order="C")}, str(path))
     elif suffix == ".json":
         path.write_text(json.dumps(to_literal(array)) + "\n")
     else:
@@ -130,7 +133,7 @@ def save_file(array: np.ndarray, path: Path) -> None:
 def safetensors_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     from safetensors.numpy import save
 
-    return save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    return save({k: np.asarray(v, order="C") for k, v in arrays.items()})
 
 
 def _load_safetensors(blob: bytes) -> dict[str, np.ndarray]:

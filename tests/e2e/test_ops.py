@@ -74,6 +74,11 @@ def test_result_prints_the_tensor(tq, cpu_worker) -> None:
     assert "[11 22]" in shown.stdout and "int64" in shown.stdout
 
 
+def test_scalars_stay_scalars(tq, cpu_worker) -> None:
+    got = json.loads(tq("result", submit_and_wait(tq, "add", "1", "2.5")["id"], "--json").stdout)
+    assert got == {"dtype": "float32", "shape": [], "data": 3.5}
+
+
 def test_python_client_round_trip(client, cpu_worker) -> None:
     job = client.submit_op("matmul", np.eye(2, dtype=np.float32), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     record = job.wait(timeout=60)

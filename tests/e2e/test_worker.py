@@ -1,0 +1,64 @@
+"""`tensorq worker`: node names, supervision, routing and heartbeats, with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+
+from tests.conftest import start_launcher, stop_process, wait_until
+
+
+def test_node_names_are_unique_on_one_host(redis_server, tq_home, registry, cpu_worker, tmp_path) -> None:
+    second = start_launcher(redis_server.url, tq_home, tmp_path / "w2.log", "--gpus", "none", registry=registry)
+    try:
+        names = {n["name"] for n in registry.live()}
+        host = socket.gethostname()
+        assert {f"cpu@{host}", f"cpu-2@{host}"} <= names
+    finally:
+        stop_process(second.proc, 40)
+
+
+def test_a_dead_worker_process_is_restarted(redis_server, tq_home, registry, tmp_path, tq) -> None:
+    """Given a launcher whose worker process is SIGKILLed, the launcher lives on and starts a new one."""
+    launcher = start_launcher(redis_server.url, tq_home, tmp_path / "w.log", "--gpus", "none", "--name", "crashy",
+                              registry=registry)
+    try:
+        [node] = launcher.nodes(registry)
+        os.kill(int(node["pid"]), signal.SIGKILL)
+
+        def replaced() -> bool:
+            fresh = launcher.nodes(registry)
+            return bool(fresh) and fresh[0]["pid"] != node["pid"] and fresh[0]["state"] == "idle"
+
+        wait_until(replaced, 90, "restarted worker")
+        assert launcher.proc.poll() is None
+        assert "restarting" in (tmp_path / "w.log").read_text()
+    finally:
+        stop_process(launcher.proc, 40)
+
+
+def test_auto_routes_to_gpu_only_when_a_gpu_worker_is_alive(client, registry) -> None:
+    assert client.route("auto") == "cpu"
+    registry.beat("gpu0@fake-node", {"queues": "gpu", "state": "idle"})
+    try:
+        assert client.route("auto") == "gpu"
+        assert client.route("cpu") == "cpu"
+    finally:
+        registry.drop("gpu0@fake-node")
+    assert client.route("auto") == "cpu" and client.route("cuda") == "gpu"
+
+
+def test_a_busy_worker_heartbeats_its_job(client, registry, cpu_worker, tq) -> None:
+    """Given a worker busy with a long job, `tensorq workers --json` still answers at once, naming the job."""
+    job = client.submit_train(iterations=3000, hidden_size=400, device="cpu")
+
+    def busy_with_it() -> bool:
+        return any(n.get("job") == job.id and n.get("state") == "busy" for n in registry.live())
+
+    wait_until(busy_with_it, 60, "busy heartbeat")
+    listed = tq("workers", "--json", timeout=10)
+    assert listed.returncode == 0, listed.stderr
+    assert any(n["job"] == job.id and n["queues"] == "cpu" for n in json.loads(listed.stdout))
+    assert job.wait(timeout=120).state == "succeeded"
