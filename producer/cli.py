@@ -16,6 +16,7 @@ import click
 from shared import __version__
 from shared.errors import BrokerUnreachable, TensorqError
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 OPS = ("add", "sub", "mul", "div", "matmul")
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 EXIT_JOB_FAILED = 1
@@ -146,11 +147,16 @@ def down(timeout: float) -> None:
 @broker_option
 def worker(gpus: str, name: str | None, queues: tuple[str, ...], loglevel: str, broker: str | None) -> None:
     """Run workers on this node: one Celery process pinned to each GPU, or one CPU worker."""
+    from shared.protocol import QUEUE_NAME
     from shared.settings import resolve
     from worker import launcher
 
     if name and "@" in name:
         raise click.BadParameter("give the stem only; @host is added", param_hint="--name")
+    for q in queues:
+        if not QUEUE_NAME.fullmatch(q):
+            raise click.BadParameter(f"{q!r} is not a queue name (letters, digits, '.', '_', '-')",
+                                     param_hint="--queue")
     sys.exit(launcher.run(resolve(broker), gpus, name, queues, loglevel.upper()))
 
 
@@ -159,22 +165,33 @@ def worker(gpus: str, name: str | None, queues: tuple[str, ...], loglevel: str, 
 @click.option("--address", default="127.0.0.1", show_default=True)
 @click.option("--basic-auth", metavar="USER:PASS", envvar="FLOWER_BASIC_AUTH",
               help="Require this login (also $FLOWER_BASIC_AUTH); needed outside loopback.")
+@click.option("--read-only", is_flag=True, help="No worker control (shutdown, pool, revoke) from the web UI.")
+@click.option("--persistent/--no-persistent", default=True, show_default=True,
+              help="Keep Flower's task history across restarts (in $TENSORQ_HOME/flower.db).")
 @broker_option
-def flower(port: int, address: str, basic_auth: str | None, broker: str | None) -> None:
+def flower(port: int, address: str, basic_auth: str | None, read_only: bool, persistent: bool,
+           broker: str | None) -> None:
     """Run Flower against the same broker and settings as the workers."""
+    from shared.redis_conn import connect
     from shared.settings import resolve
 
-    if address not in ("127.0.0.1", "localhost", "::1") and not basic_auth:
+    if address not in LOOPBACK and not basic_auth:
         raise click.BadParameter("Flower outside loopback needs --basic-auth USER:PASS", param_hint="--address")
     if basic_auth and ":" not in basic_auth:
         raise click.BadParameter("expected USER:PASS", param_hint="--basic-auth")
     settings = resolve(broker)
+    connect(settings)  # exit 3 now, rather than a Flower that retries silently
     env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
     if basic_auth:
         env["FLOWER_BASIC_AUTH"] = basic_auth  # through the environment, so it never shows in `ps`
     else:
         env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # loopback only (checked above): let scripts read it
     args = [sys.executable, "-m", "celery", "-A", "worker.app", "flower", f"--port={port}", f"--address={address}"]
+    if read_only:
+        args.append("--read_only=True")
+    if persistent:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        args += ["--persistent=True", f"--db={settings.home / 'flower.db'}", "--state_save_interval=10000"]
     os.execve(sys.executable, args, env)
 
 
@@ -198,6 +215,8 @@ def submit_options(f):
     for option in reversed([
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="auto: a GPU worker when one is alive, else the CPU."),
+        click.option("--queue", metavar="NAME", help="Send to this queue (a node group started with "
+                                                    "`tensorq worker --queue NAME`) instead of gpu/cpu."),
         click.option("--wait", is_flag=True, help="Wait for the job; exit 1 if it fails."),
         json_option,
         broker_option,
@@ -219,11 +238,11 @@ def submit() -> None:
 @click.option("--dtype", type=click.Choice(["float16", "float32", "float64", "int32", "int64"]),
               help="Cast both operands (default: as given; literals read like torch.tensor).")
 @submit_options
-def submit_op(op: str, a: str, b: str, seed: int | None, dtype: str | None, device: str, wait: bool,
-              as_json: bool, broker: str | None) -> None:
+def submit_op(op: str, a: str, b: str, seed: int | None, dtype: str | None, device: str, queue: str | None,
+              wait: bool, as_json: bool, broker: str | None) -> None:
     """Run OP on A and B: each a JSON literal, randn:2x2x2, or a .npy/.safetensors/.pt/.json file."""
     client = _client(broker)  # operands and spec are checked before Redis is opened
-    job = client.submit_op(op, a, b, device=device, seed=seed, dtype=dtype)
+    job = client.submit_op(op, a, b, device=device, seed=seed, dtype=dtype, queue=queue)
     _after_submit(client, job, wait, as_json)
 
 
@@ -241,10 +260,11 @@ def submit_op(op: str, a: str, b: str, seed: int | None, dtype: str | None, devi
 @click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16"]), default="float32",
               show_default=True)
 @submit_options
-def submit_train(device: str, wait: bool, as_json: bool, broker: str | None, **options: Any) -> None:
+def submit_train(device: str, queue: str | None, wait: bool, as_json: bool, broker: str | None,
+                 **options: Any) -> None:
     """Train the note's two-layer network; the loss of every iteration is kept."""
     client = _client(broker)  # the spec is checked before Redis is opened
-    job = client.submit_train(**options, device=device)
+    job = client.submit_train(queue=queue, **options, device=device)
     _after_submit(client, job, wait, as_json)
 
 

@@ -20,7 +20,7 @@ from shared import defaults
 from shared import settings as settings_mod
 from shared.errors import BadInput, BrokerUnreachable, JobNotFound, TensorqError
 from shared.keys import Keys
-from shared.protocol import TASK_FOR_KIND, JobState, Kind, Queue
+from shared.protocol import QUEUE_NAME, TASK_FOR_KIND, JobState, Kind, Queue
 from shared.redis_conn import connect, unreachable_message
 from shared.registry import NodeRegistry
 from shared.settings import Settings
@@ -53,7 +53,7 @@ class Client:
     # --- submitting ----------------------------------------------------------------------------------
 
     def submit_op(self, op: str, a: Any, b: Any, device: str = "auto", seed: int | None = None,
-                  dtype: str | None = None) -> Job:
+                  dtype: str | None = None, queue: str | None = None) -> Job:
         """`op(a, b)`; a and b: nested lists, numpy arrays, torch tensors, or the CLI's operand strings."""
         from producer.inputs import operand
 
@@ -61,19 +61,22 @@ class Client:
                 "device": device, "dtype": dtype, "seed": seed}
         if seed is None and "randn" in (spec["a"]["source"], spec["b"]["source"]):
             spec["seed"] = secrets.randbelow(2**31)  # recorded in the spec, so the job can be rerun exactly
-        return self.submit(spec)
+        return self.submit(spec, queue)
 
-    def submit_train(self, **options: Any) -> Job:
+    def submit_train(self, queue: str | None = None, **options: Any) -> Job:
         """A training job; options are the CLI flags as keyword arguments (hidden_size=100, lr=1e-6, ...)."""
-        return self.submit({"kind": Kind.TRAIN.value, **options})
+        return self.submit({"kind": Kind.TRAIN.value, **options}, queue)
 
-    def submit(self, spec: dict[str, Any]) -> Job:
-        """Validate `spec` whole, record the job `queued`, and send its task by name to the device's queue."""
+    def submit(self, spec: dict[str, Any], queue: str | None = None) -> Job:
+        """Validate `spec` whole, record the job `queued`, and send its task by name to a queue: `queue` when
+        given (a node group started with `tensorq worker --queue NAME`), else the one for the job's device."""
         from shared.specs import describe, parse_spec
 
         parsed = parse_spec(spec)  # bad input stops here, before Redis is even opened
+        if queue is not None and not QUEUE_NAME.fullmatch(queue):
+            raise BadInput(f"--queue: {queue!r} is not a queue name (letters, digits, '.', '_', '-')")
         store = self.store
-        queue = self.route(parsed.device)
+        queue = queue or self.route(parsed.device)
         job_id = new_job_id()
         payload = parsed.model_dump(mode="json")
         store.create(job_id, parsed.kind, payload, queue)

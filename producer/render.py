@@ -94,20 +94,37 @@ def jobs_table(records: list[JobRecord]) -> None:
     console().print(table)
 
 
-def nodes_table(nodes: list[dict[str, str]]) -> None:
+def nodes_table(nodes: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     if not nodes:
         console().print("no live workers")
         return
     table = Table(box=None, header_style="bold")
-    for col in ("NODE", "HOST", "DEVICE", "QUEUES", "STATE", "JOB", "DONE", "SEEN"):
+    for col in ("NODE", "HOST", "DEVICE", "QUEUES", "STATE", "DONE", "HEARTBEAT"):
         table.add_column(col, no_wrap=col == "NODE")
     for n in nodes:
-        seen = float(n["seen_at"]) if n.get("seen_at") else None
-        table.add_row(n.get("name", "?"), n.get("host", "-"), n.get("device", "-"), n.get("queues", "-"),
-                      n.get("state", "-"), n.get("job") or "-", n.get("jobs_done", "-"), ago(seen))
+        table.add_row(n.get("name", "?"), n.get("host") or "-", device_text(n), n.get("queues") or "-",
+                      node_state_text(n), str(n.get("jobs_done") or 0), ago(n.get("seen_at")))
     console().print(table)
+
+
+def device_text(n: dict[str, Any]) -> str:
+    text = n.get("device") or "-"
+    if n.get("gpu_index"):
+        text += f" (GPU {n['gpu_index']})"
+    if n.get("memory_total_bytes"):
+        text += f", {n['memory_free_bytes'] / 2**30:.1f}/{n['memory_total_bytes'] / 2**30:.1f} GiB free"
+    return text
+
+
+def node_state_text(n: dict[str, Any]) -> str:
+    if n.get("state") != "running":
+        return n.get("state") or "-"
+    text = f"running {n.get('job')}"
+    if n.get("iterations"):
+        text += f" at {n.get('iteration') or 0}/{n['iterations']}"
+    return text
 
 
 def tensor(array: np.ndarray, out: IO[str] = sys.stdout) -> None:

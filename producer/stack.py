@@ -19,13 +19,15 @@ from pathlib import Path
 
 from shared import defaults
 from shared.errors import BadInput, StackError
+from shared.protocol import READY_NODE_STATES
 from shared.settings import STACK_RECORD_NAME, Settings, mask_url, read_stack_record
 
 Say = Callable[[str], None]
 REDIS_START_TIMEOUT_S = 15.0
 WORKER_START_TIMEOUT_S = 90.0  # the first start imports torch and may initialise CUDA
 FLOWER_START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0  # a warm stop: running jobs may finish
+COLD_STOP_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -183,7 +185,7 @@ def start_workers(settings: Settings, gpus: str, logs: Path) -> dict:
 
     def ready() -> bool:
         ours = [n for n in registry.live() if n.get("owner") == owner]
-        return bool(ours) and all(n.get("state") in ("idle", "busy") for n in ours)
+        return bool(ours) and all(n.get("state") in READY_NODE_STATES for n in ours)
 
     wait_for(ready, WORKER_START_TIMEOUT_S, "the workers", proc.pid, logs / "worker.log")
     return {"pid": proc.pid, "gpus": gpus, "owner": owner}
@@ -261,16 +263,15 @@ def stop(record: StackRecord, say: Say, timeout_s: float = STOP_TIMEOUT_S, quiet
 
 
 def _terminate(pid: int, timeout_s: float) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not alive(pid):
+    """SIGTERM and wait; then SIGTERM again (the launcher's cue for a cold shutdown, which puts a running
+    job back on its queue) and wait a little; then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGTERM, COLD_STOP_TIMEOUT_S), (signal.SIGKILL, 5)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
             return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # each part leads its own session, so its group is its children too
-    except ProcessLookupError:
-        pass
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                return
+            time.sleep(0.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 
@@ -13,6 +14,10 @@ class TaskName(str, Enum):
 class Queue(str, Enum):
     GPU = "gpu"
     CPU = "cpu"
+
+
+# Extra queues name node groups (`tensorq worker --queue NAME`, `submit --queue NAME`).
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class Kind(str, Enum):
@@ -36,3 +41,14 @@ class JobState(str, Enum):
 
 
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class NodeState(str, Enum):
+    """A worker node's state in its heartbeat."""
+
+    STARTING = "starting"  # claimed by the launcher, not yet consuming
+    IDLE = "idle"
+    RUNNING = "running"  # running the job named in the heartbeat
+
+
+READY_NODE_STATES = frozenset({NodeState.IDLE.value, NodeState.RUNNING.value})

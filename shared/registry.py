@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from shared import defaults
 from shared.keys import Keys
+from shared.protocol import NodeState
+
+# Heartbeat fields that are numbers; everything else is text. Empty means "not applicable".
+INT_FIELDS = ("pid", "jobs_done", "iteration", "iterations", "memory_free_bytes", "memory_total_bytes")
+FLOAT_FIELDS = ("seen_at",)
 
 if TYPE_CHECKING:
     import redis
@@ -27,7 +32,7 @@ class NodeRegistry:
             return False
         now = time.time()
         with self.redis.pipeline() as p:
-            p.hset(key, mapping={"name": name, "state": "starting", "seen_at": repr(now)})
+            p.hset(key, mapping={"name": name, "state": NodeState.STARTING.value, "seen_at": repr(now)})
             p.expire(key, defaults.HEARTBEAT_TTL_S * 4)  # room for a slow first start (imports, CUDA)
             p.zadd(self.keys.nodes, {name: now})
             p.execute()
@@ -48,8 +53,8 @@ class NodeRegistry:
             p.zrem(self.keys.nodes, name)
             p.execute()
 
-    def live(self) -> list[dict[str, str]]:
-        """Every node whose heartbeat has not expired, by name."""
+    def live(self) -> list[dict[str, Any]]:
+        """Every node whose heartbeat has not expired, by name, with numbers as numbers."""
         cutoff = time.time() - defaults.HEARTBEAT_TTL_S
         self.redis.zremrangebyscore(self.keys.nodes, "-inf", cutoff)
         names = [n.decode() for n in self.redis.zrange(self.keys.nodes, 0, -1)]
@@ -57,8 +62,17 @@ class NodeRegistry:
             for name in names:
                 p.hgetall(self.keys.node(name))
             raws = p.execute()
-        return [{k.decode(): v.decode() for k, v in raw.items()} for raw in raws if raw]
+        return [typed({k.decode(): v.decode() for k, v in raw.items()}) for raw in raws if raw]
 
     def serves(self, queue: str) -> bool:
         """Whether a live node consumes `queue`."""
         return any(queue in node.get("queues", "").split(",") for node in self.live())
+
+
+def typed(node: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = dict(node)
+    for name in INT_FIELDS:
+        out[name] = int(node[name]) if node.get(name) else None
+    for name in FLOAT_FIELDS:
+        out[name] = float(node[name]) if node.get(name) else None
+    return out

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.protocol import READY_NODE_STATES
+
 REPO = Path(__file__).resolve().parents[1]
 CLOSED_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1: any accidental connection fails fast
 
@@ -160,7 +162,7 @@ def start_launcher(broker: str, home: Path, log: Path, *args: str, ready_nodes: 
         def ready() -> bool:
             assert proc.poll() is None, f"worker launcher exited; log:\n{log.read_text()}"
             ours = launcher.nodes(registry)
-            return len(ours) >= ready_nodes and all(n.get("state") in ("idle", "busy") for n in ours)
+            return len(ours) >= ready_nodes and all(n.get("state") in READY_NODE_STATES for n in ours)
 
         wait_until(ready, 90, "worker")
     return launcher

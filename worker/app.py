@@ -25,12 +25,14 @@ def _on_ready(sender=None, **_: object) -> None:
     """Warm torch up, learn the device, then start heartbeats so the node shows as ready."""
     global _heartbeat
     from worker import context, jobs
-    from worker.devices import describe_torch_device
+    from worker.devices import describe_torch_device, gpu_memory
     from worker.heartbeat import Heartbeat
 
     queues = sorted(q.name for q in sender.task_consumer.queues) if sender.task_consumer else []
     ctx = context.init(sender.hostname, queues)
-    ctx.device = describe_torch_device(jobs.resolve_device("auto"))
+    device = jobs.resolve_device("auto")
+    ctx.device = describe_torch_device(device)  # initialises CUDA here, in a process that never forks
+    ctx.memory = gpu_memory
     _heartbeat = Heartbeat(ctx)
     _heartbeat.start()
     log.info("tensorq node %s ready on %s, queues %s", ctx.node, ctx.device, ",".join(queues))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,13 +27,18 @@ class WorkerContext:
     queues: list[str] = field(default_factory=list)
     device: str = "cpu"
     current_job: str | None = None
+    progress: tuple[int, int] | None = None  # (iterations done, iterations) of a running training job
     jobs_done: int = 0
+    memory: Callable[[], tuple[int, int] | None] = lambda: None  # (free, total) bytes of this worker's GPU
 
     def heartbeat_fields(self) -> dict[str, object]:
+        done, total = self.progress or ("", "")
+        free, total_mem = self.memory() or ("", "")
         return {"host": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(self.queues),
-                "device": self.device, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-                "state": "busy" if self.current_job else "idle", "job": self.current_job or "",
-                "jobs_done": self.jobs_done}
+                "device": self.device, "gpu_index": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                "memory_free_bytes": free, "memory_total_bytes": total_mem,
+                "state": "running" if self.current_job else "idle", "job": self.current_job or "",
+                "iteration": done, "iterations": total, "jobs_done": self.jobs_done}
 
 
 _context: WorkerContext | None = None

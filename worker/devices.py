@@ -66,3 +66,12 @@ def describe_torch_device(device: object) -> str:
 def pinned_gpu() -> str | None:
     """The GPU index this process was pinned to by the launcher, if any."""
     return os.environ.get("CUDA_VISIBLE_DEVICES") or None
+
+
+def gpu_memory() -> tuple[int, int] | None:
+    """(free, total) bytes of this process's GPU, once CUDA is up; None on a CPU worker."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.mem_get_info(0)

@@ -26,7 +26,7 @@ def run_job(job_id: str, node: str, raw_spec: object, kind: str, execute: Execut
     if state is not None and state.finished:
         log.warning("job %s is already %s; dropping the redelivered message", job_id, state.value)
         return {"skipped": f"already {state.value}"}
-    ctx.current_job = job_id
+    ctx.current_job, ctx.progress = job_id, None
     try:
         spec = parse_spec(raw_spec)
         if spec.kind != kind:
@@ -40,7 +40,7 @@ def run_job(job_id: str, node: str, raw_spec: object, kind: str, execute: Execut
         ctx.store.mark_finished(job_id, JobState.FAILED, error=message)
         raise JobFailed(message) from None
     finally:
-        ctx.current_job = None
+        ctx.current_job, ctx.progress = None, None
         ctx.jobs_done += 1
     ctx.store.mark_finished(job_id, JobState.SUCCEEDED, summary=summary)
     return summary
@@ -71,8 +71,11 @@ def execute_train(job_id: str, spec: TrainSpec, device, ctx: context.WorkerConte
     from worker import mlp
     from worker.devices import describe_torch_device
 
-    result = mlp.train(spec, device, lambda first, losses: ctx.store.append_losses(job_id, first, losses.numpy()),
-                       defaults.LOSS_FLUSH_ITERATIONS, defaults.LOSS_FLUSH_INTERVAL_S)
+    def sink(first: int, losses: torch.Tensor) -> None:
+        ctx.store.append_losses(job_id, first, losses.numpy())
+        ctx.progress = (first + len(losses), spec.iterations)  # the heartbeat reports it
+
+    result = mlp.train(spec, device, sink, defaults.LOSS_FLUSH_ITERATIONS, defaults.LOSS_FLUSH_INTERVAL_S)
     # bfloat16 widens exactly to float32, which numpy (and so every client) can read
     weights = {n: (w.float() if w.dtype == torch.bfloat16 else w).cpu().contiguous()
                for n, w in (("w1", result.w1), ("w2", result.w2))}

@@ -28,7 +28,6 @@ log = logging.getLogger("tensorq.worker")
 
 RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S before it is given up
 RESTART_WINDOW_S = 60.0
-STOP_TIMEOUT_S = 30.0  # after SIGTERM (warm shutdown) a child gets this long before SIGKILL
 
 
 @dataclass
@@ -93,25 +92,22 @@ def run(settings: Settings, gpus: str = "all", name: str | None = None, queues: 
     for child in children:
         start(child, settings, loglevel)
 
-    stopping = False
+    signals: list[int] = []
 
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        if not stopping:
-            log.info("received %s: warm shutdown (running jobs finish first)", signal.Signals(signum).name)
-        stopping = True
+    def on_signal(signum: int, _frame: object) -> None:
+        signals.append(signum)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while not stopping:
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not signals:
         time.sleep(0.5)
         for child in children:
-            if child.proc is not None and child.proc.poll() is not None and not stopping:
+            if child.proc is not None and child.proc.poll() is not None and not signals:
                 restart(child, settings, loglevel)
         if all(c.proc is None for c in children):
             log.error("every worker process has been given up; exiting")
             return 1
-    return shutdown(children)
+    return shutdown(children, signals)
 
 
 def restart(child: Child, settings: Settings, loglevel: str) -> None:
@@ -127,16 +123,21 @@ def restart(child: Child, settings: Settings, loglevel: str) -> None:
     start(child, settings, loglevel)
 
 
-def shutdown(children: list[Child]) -> int:
+def shutdown(children: list[Child], signals: list[int]) -> int:
+    """Warm shutdown: each child stops taking jobs and finishes the one it runs, however long that takes.
+    A second SIGTERM/SIGINT makes it cold: the children stop now and Celery's Redis transport puts the
+    unacknowledged job back on its queue."""
     live = [c for c in children if c.proc is not None and c.proc.poll() is None]
+    log.info("warm shutdown: running jobs finish first (signal again to stop now)")
     for c in live:
         c.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for c in live:
-        try:
-            c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %.0f s; killing it", c.name, STOP_TIMEOUT_S)
-            c.proc.kill()
-            c.proc.wait()
+    warm_signals, cold = len(signals), False
+    while any(c.proc.poll() is None for c in live):
+        if not cold and len(signals) > warm_signals:
+            log.warning("cold shutdown: stopping running jobs now; they go back to their queues")
+            for c in live:
+                if c.proc.poll() is None:
+                    c.proc.send_signal(signal.SIGQUIT)
+            cold = True
+        time.sleep(0.2)
     return 0

@@ -55,10 +55,14 @@ def test_a_busy_worker_heartbeats_its_job(client, registry, cpu_worker, tq) -> N
     job = client.submit_train(iterations=3000, hidden_size=400, device="cpu")
 
     def busy_with_it() -> bool:
-        return any(n.get("job") == job.id and n.get("state") == "busy" for n in registry.live())
+        return any(n.get("job") == job.id and n.get("state") == "running" for n in registry.live())
 
     wait_until(busy_with_it, 60, "busy heartbeat")
+    wait_until(lambda: any(n.get("iteration") for n in registry.live() if n.get("job") == job.id), 60, "progress")
     listed = tq("workers", "--json", timeout=10)
     assert listed.returncode == 0, listed.stderr
-    assert any(n["job"] == job.id and n["queues"] == "cpu" for n in json.loads(listed.stdout))
+    [node] = [n for n in json.loads(listed.stdout) if n["job"] == job.id]
+    assert node["state"] == "running" and node["queues"] == "cpu" and node["device"] == "cpu"
+    assert node["iterations"] == 3000 and 0 <= (node["iteration"] or 0) <= 3000
+    assert node["seen_at"] > 0 and node["jobs_done"] >= 0
     assert job.wait(timeout=120).state == "succeeded"
