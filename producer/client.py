@@ -43,7 +43,8 @@ class Client:
     def store(self) -> JobStore:
         if self._store is None:
             client = connect(self.settings)
-            self._store = JobStore(client, Keys(self.settings.key_prefix), self.settings.artifact_dir)
+            self._store = JobStore(client, Keys(self.settings.key_prefix), self.settings.artifact_dir,
+                                   self.settings.history_ttl_s)
         return self._store
 
     @property
@@ -112,10 +113,14 @@ class Client:
         self.store.require(job_id)
         return Job(self, job_id)
 
-    def jobs(self, state: str | None = None, limit: int = 50) -> list[JobRecord]:
+    def jobs(self, state: str | None = None, limit: int = 50, kind: str | None = None,
+             since: float | None = None) -> list[JobRecord]:
+        """Job records, newest first; `since` is epoch seconds."""
         if state is not None and state not in {s.value for s in JobState}:
             raise BadInput(f"unknown state {state!r}")
-        return self.store.list(state, limit)
+        if kind is not None and kind not in {k.value for k in Kind}:
+            raise BadInput(f"unknown kind {kind!r}")
+        return self.store.list(state, limit, kind, since)
 
 
 class Job:
@@ -159,12 +164,26 @@ class Job:
     def losses(self) -> list[float]:
         return self.client.store.losses(self.id).tolist()
 
-    def result(self) -> np.ndarray:
-        """An op job's result as a numpy array."""
+    def result(self) -> Any:
+        """An op job's result: a torch tensor when torch is installed, else a numpy array."""
+        array = self.result_array()
+        try:
+            import torch
+        except ImportError:
+            return array
+        return torch.from_numpy(array)
+
+    def result_array(self) -> np.ndarray:
+        """An op job's result as a numpy array (never imports torch)."""
         from shared.tensors import load_safetensors
 
-        blob = self._artifact("result")
-        return load_safetensors(blob)["result"]
+        return load_safetensors(self._artifact("result"))["result"]
+
+    def watch(self, console: Any = None) -> JobRecord:
+        """Draw a live progress bar until the job ends (Ctrl-C stops watching, not the job)."""
+        from producer.watch import watch
+
+        return watch(self.client.store, [self.id], console)[0]
 
     def weights(self) -> dict[str, np.ndarray]:
         """A training job's final weights {"w1", "w2"} (a bfloat16 job's are widened, exactly, to float32)."""

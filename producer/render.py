@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import IO, Any
 
 import numpy as np
@@ -86,10 +86,11 @@ def jobs_table(records: list[JobRecord]) -> None:
 
     table = Table(box=None, header_style="bold")
     table.add_column("ID", no_wrap=True, min_width=16)  # users copy ids from here: never cut them
-    for col in ("KIND", "STATE", "QUEUE", "WORKER", "AGE", "RAN", "FINAL LOSS"):
+    for col in ("KIND", "STATE", "WORKER", "DEVICE", "AGE", "RAN", "FINAL LOSS"):
         table.add_column(col, justify="right" if col in ("RAN", "FINAL LOSS") else "left")
     for r in records:
-        table.add_row(r.id, r.kind, f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", r.queue, r.worker or "-",
+        device = (r.summary or {}).get("device") or r.device or "-"
+        table.add_row(r.id, r.kind, f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", r.worker or "-", device,
                       ago(r.submitted_at), duration(run_time(r)), final_loss(r))
     console().print(table)
 
@@ -133,29 +134,28 @@ def tensor(array: np.ndarray, out: IO[str] = sys.stdout) -> None:
     out.write(f"dtype {array.dtype}, shape {'x'.join(map(str, array.shape)) or 'scalar'}\n")
 
 
-def history_rows(chunks: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, float]]:
-    for first, values in chunks:
-        for k, v in enumerate(values.tolist()):
-            yield first + k, v
+def history(rows: Iterable[tuple[np.ndarray, np.ndarray]], fmt: str, job_id: str, every: int = 1,
+            out: IO[str] = sys.stdout) -> None:
+    """Streamed: each batch is written as it is read, never the whole history held as text.
 
-
-def history(chunks: Iterable[tuple[int, np.ndarray]], fmt: str, job_id: str, out: IO[str] = sys.stdout) -> None:
-    """Streamed: rows are written as chunks arrive, never the whole history held as text."""
-    if fmt == "csv":
-        out.write("iteration,loss\n")
-        for i, v in history_rows(chunks):
-            out.write(f"{i},{v!r}\n")
-    elif fmt == "json":
+    JSON: `{"id", "loss": [...], "first_iteration", "every"}`; a history holds every iteration exactly
+    once, so the losses shown are those of iterations first_iteration, first_iteration + every, ...
+    """
+    if fmt == "json":
         out.write(f'{{"id": {json.dumps(job_id)}, "loss": [')
-        sep = ""
-        for _, v in history_rows(chunks):
-            out.write(sep + json.dumps(v))
-            sep = ", "
-        out.write("]}\n")
-    else:
-        out.write(f"{'iteration':>10}  loss\n")
-        for i, v in history_rows(chunks):
-            out.write(f"{i:>10}  {v:.9g}\n")
+        sep, first = "", None
+        for its, vals in rows:
+            if first is None and len(its):
+                first = int(its[0])
+            if len(vals):
+                out.write(sep + ", ".join(json.dumps(v) for v in vals.tolist()))
+                sep = ", "
+        out.write(f'], "first_iteration": {json.dumps(first)}, "every": {every}}}\n')
+        return
+    row = "{},{!r}\n" if fmt == "csv" else "{:>10}  {:.9g}\n"
+    out.write("iteration,loss\n" if fmt == "csv" else f"{'iteration':>10}  loss\n")
+    for its, vals in rows:
+        out.writelines(row.format(i, v) for i, v in zip(its.tolist(), vals.tolist(), strict=True))
 
 
 def progress_line(job_id: str, done: int, total: int, loss: float) -> str:

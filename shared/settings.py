@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from shared import defaults
+from shared.errors import BadInput
 
 STACK_RECORD_NAME = "stack.json"
 
@@ -20,6 +21,7 @@ class Settings:
     home: Path
     key_prefix: str = defaults.DEFAULT_KEY_PREFIX
     visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S
+    history_ttl_s: int | None = None  # finished jobs expire after this long; None keeps them forever
 
     @property
     def stack_record(self) -> Path:
@@ -50,7 +52,8 @@ def read_stack_record(home: Path) -> dict | None:
 def resolve(broker: str | None = None) -> Settings:
     home = home_dir()
     prefix = os.environ.get("TENSORQ_KEY_PREFIX") or defaults.DEFAULT_KEY_PREFIX
-    visibility = int(os.environ.get("TENSORQ_VISIBILITY_TIMEOUT_S") or defaults.VISIBILITY_TIMEOUT_S)
+    visibility = _positive_int("TENSORQ_VISIBILITY_TIMEOUT_S") or defaults.VISIBILITY_TIMEOUT_S
+    history_ttl = _positive_int("TENSORQ_HISTORY_TTL")
     if broker:
         url, source = broker, "flag"
     elif os.environ.get("TENSORQ_BROKER_URL"):
@@ -59,7 +62,20 @@ def resolve(broker: str | None = None) -> Settings:
         url, source = record["broker_url"], "stack"
     else:
         url, source = defaults.DEFAULT_BROKER_URL, "default"
-    return Settings(url, source, home, prefix, visibility)
+    return Settings(url, source, home, prefix, visibility, history_ttl)
+
+
+def _positive_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise BadInput(f"{name} must be a whole number of seconds above 0 (got {raw!r})")
+    return value
 
 
 def mask_url(url: str) -> str:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 # Losses are packed as float32 unless the job trains in float64, so float32 runs keep every value exactly.
 LOSS_DTYPES = {"f4": np.dtype("<f4"), "f8": np.dtype("<f8")}
-FILE_ARTIFACT = "file:"  # an artifact value with this prefix names a file instead of holding bytes
+FILE_ARTIFACT = "file:"
+ARTIFACT_NAMES = ("result", "weights")  # an artifact value with this prefix names a file instead of holding bytes
 
 
 @dataclass
@@ -76,10 +77,11 @@ class JobRecord:
 
 
 class JobStore:
-    def __init__(self, client: redis.Redis, keys: Keys, artifact_dir: Path) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, artifact_dir: Path, history_ttl_s: int | None = None) -> None:
         self.redis = client
         self.keys = keys
         self.artifact_dir = artifact_dir
+        self.history_ttl_s = history_ttl_s  # None: keep finished jobs forever
 
     # --- job records -------------------------------------------------------------------------------
 
@@ -125,14 +127,25 @@ class JobStore:
             fields["summary"] = json.dumps(summary)
         if error is not None:
             fields["error"] = error
-        self.redis.hset(self.keys.job(job_id), mapping=fields)
+        with self.redis.pipeline() as p:
+            p.hset(self.keys.job(job_id), mapping=fields)
+            if self.history_ttl_s:  # retention: the job and all it made expire together
+                p.expire(self.keys.job(job_id), self.history_ttl_s)
+                p.expire(self.keys.loss(job_id), self.history_ttl_s)
+                for name in ARTIFACT_NAMES:
+                    p.expire(self.keys.artifact(job_id, name), self.history_ttl_s)
+            p.execute()
 
-    def list(self, state: str | None = None, limit: int = 50) -> list[JobRecord]:
-        """Newest first; with `state`, only jobs in that state (scanning the index in pages)."""
+    def list(self, state: str | None = None, limit: int = 50, kind: str | None = None,
+             since: float | None = None) -> list[JobRecord]:
+        """Newest first, optionally only one state / kind / submitted at or after `since` (epoch seconds).
+        The index is read in pages, so filters cost a scan only as deep as they must go."""
         out: list[JobRecord] = []
         page, start = max(limit, 100), 0
+        low = "-inf" if since is None else since
         while len(out) < limit:
-            ids = [i.decode() for i in self.redis.zrevrange(self.keys.jobs, start, start + page - 1)]
+            ids = [i.decode() for i in self.redis.zrevrangebyscore(self.keys.jobs, "+inf", low, start=start,
+                                                                    num=page)]
             if not ids:
                 break
             with self.redis.pipeline() as p:
@@ -140,9 +153,15 @@ class JobStore:
                     p.hgetall(self.keys.job(job_id))
                 raws = p.execute()
             for job_id, raw in zip(ids, raws, strict=True):
-                if raw and (state is None or raw.get(b"state", b"").decode() == state):
+                if not raw:
+                    continue  # expired (TENSORQ_HISTORY_TTL): its index entry goes with it below
+                if (state is None or raw.get(b"state", b"").decode() == state) and \
+                        (kind is None or raw.get(b"kind", b"").decode() == kind):
                     out.append(JobRecord.from_hash(job_id, raw))
-            start += page
+            expired = [j for j, raw in zip(ids, raws, strict=True) if not raw]
+            if expired:
+                self.redis.zrem(self.keys.jobs, *expired)
+            start += page - len(expired)
         return out[:limit]
 
     # --- loss history --------------------------------------------------------------------------------
@@ -165,6 +184,22 @@ class JobStore:
             for entry_id, fields in entries:
                 yield entry_id.decode(), *decode_loss_entry(fields)
             start = entries[-1][0].decode()
+
+    def last_loss_chunks(self, job_id: str, n_values: int) -> list[tuple[int, np.ndarray]]:
+        """The newest batches holding at least `n_values` losses, oldest first (for --tail)."""
+        key, end, out, have = self.keys.loss(job_id), "+", [], 0
+        while have < n_values:
+            entries = self.redis.xrevrange(key, max=end if end == "+" else f"({end}", count=16)
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                first, values = decode_loss_entry(fields)
+                out.append((first, values))
+                have += len(values)
+                end = entry_id.decode()
+                if have >= n_values:
+                    break
+        return out[::-1]
 
     def losses(self, job_id: str) -> np.ndarray:
         chunks = [values for _, _, values in self.loss_chunks(job_id)]

@@ -49,8 +49,8 @@ def init(node: str, queues: list[str]) -> WorkerContext:
     settings = settings_mod.resolve()
     client = connect(settings, check=False)
     keys = Keys(settings.key_prefix)
-    _context = WorkerContext(settings, JobStore(client, keys, settings.artifact_dir), NodeRegistry(client, keys),
-                             node, queues)
+    store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s)
+    _context = WorkerContext(settings, store, NodeRegistry(client, keys), node, queues)
     return _context
 
 

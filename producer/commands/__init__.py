@@ -1,0 +1,1 @@
+"""The `tensorq` sub-commands, one module per area; `producer/cli.py` gathers them."""

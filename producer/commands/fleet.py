@@ -1,0 +1,131 @@
+"""Running the fleet: `up`, `down`, `worker`, `flower`, `workers`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from producer.commands.common import broker_option, client, json_option, print_json, say
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@click.command()
+@click.option("--detach", "-d", is_flag=True, help="Return once everything is up, leaving it running.")
+@click.option("--redis-port", type=click.IntRange(1, 65535), help="Port for Redis (default 6379, or the next free).")
+@click.option("--flower-port", type=click.IntRange(1, 65535), help="Port for Flower (default 5555, or the next free).")
+@click.option("--gpus", default="all", show_default=True, help="GPUs for workers: all, none, or indices like 0,1.")
+@click.option("--flower/--no-flower", default=True, show_default=True, help="Start Flower too.")
+@broker_option
+def up(detach: bool, redis_port: int | None, flower_port: int | None, gpus: str, flower: bool,
+       broker: str | None) -> None:
+    """Start Redis, workers and Flower on this machine."""
+    from producer import stack
+    from shared.settings import home_dir
+
+    home = home_dir()
+    record = stack.up(home, broker or os.environ.get("TENSORQ_BROKER_URL"), redis_port, flower_port, gpus,
+                      flower, say)
+    if detach:
+        say("tensorq is up; `tensorq down` stops it")
+        return
+    say("tensorq is up; press Ctrl-C to stop")
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        say("stopping...")
+        stack.stop(record, say)
+
+
+@click.command()
+@click.option("--timeout", type=click.FloatRange(0), default=60, show_default=True,
+              help="Seconds each part gets to stop before it is killed.")
+def down(timeout: float) -> None:
+    """Stop what `tensorq up` started (queued jobs stay in Redis's append-only file)."""
+    from producer import stack
+    from shared.settings import home_dir
+
+    record = stack.load(home_dir())
+    if record is None:
+        click.echo(f"nothing to stop: no `tensorq up` record in {home_dir()}", err=True)
+        return
+    stack.stop(record, say, timeout)
+    click.echo("tensorq is down", err=True)
+
+
+@click.command()
+@click.option("--gpus", default="all", show_default=True,
+              help="all, none (one CPU worker), or GPU indices like 0,1; one worker process per GPU.")
+@click.option("--name", help="Node name stem (default gpu<i> or cpu; made unique per host).")
+@click.option("--queue", "queues", multiple=True, help="An extra queue to consume (repeatable).")
+@click.option("--loglevel", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@broker_option
+def worker(gpus: str, name: str | None, queues: tuple[str, ...], loglevel: str, broker: str | None) -> None:
+    """Run workers on this node: one Celery process pinned to each GPU, or one CPU worker."""
+    from shared.protocol import QUEUE_NAME
+    from shared.settings import resolve
+    from worker import launcher
+
+    if name and "@" in name:
+        raise click.BadParameter("give the stem only; @host is added", param_hint="--name")
+    for q in queues:
+        if not QUEUE_NAME.fullmatch(q):
+            raise click.BadParameter(f"{q!r} is not a queue name (letters, digits, '.', '_', '-')",
+                                     param_hint="--queue")
+    sys.exit(launcher.run(resolve(broker), gpus, name, queues, loglevel.upper()))
+
+
+@click.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--basic-auth", metavar="USER:PASS", envvar="FLOWER_BASIC_AUTH",
+              help="Require this login (also $FLOWER_BASIC_AUTH); needed outside loopback.")
+@click.option("--read-only", is_flag=True, help="No worker control (shutdown, pool, revoke) from the web UI.")
+@click.option("--persistent/--no-persistent", default=True, show_default=True,
+              help="Keep Flower's task history across restarts (in $TENSORQ_HOME/flower.db).")
+@broker_option
+def flower(port: int, address: str, basic_auth: str | None, read_only: bool, persistent: bool,
+           broker: str | None) -> None:
+    """Run Flower against the same broker and settings as the workers."""
+    from shared.redis_conn import connect
+    from shared.settings import resolve
+
+    if address not in LOOPBACK and not basic_auth:
+        raise click.BadParameter("Flower outside loopback needs --basic-auth USER:PASS", param_hint="--address")
+    if basic_auth and ":" not in basic_auth:
+        raise click.BadParameter("expected USER:PASS", param_hint="--basic-auth")
+    settings = resolve(broker)
+    connect(settings)  # exit 3 now, rather than a Flower that retries silently
+    env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
+    if basic_auth:
+        env["FLOWER_BASIC_AUTH"] = basic_auth  # through the environment, so it never shows in `ps`
+    else:
+        env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # loopback only (checked above): let scripts read it
+    args = [sys.executable, "-m", "celery", "-A", "worker.app", "flower", f"--port={port}", f"--address={address}"]
+    if read_only:
+        args.append("--read_only=True")
+    if persistent:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        args += ["--persistent=True", f"--db={settings.home / 'flower.db'}", "--state_save_interval=10000"]
+    os.execve(sys.executable, args, env)
+
+
+@click.command()
+@json_option
+@broker_option
+def workers(as_json: bool, broker: str | None) -> None:
+    """List live workers from their heartbeats (answers even while every worker is busy)."""
+    nodes = client(broker).registry.live()
+    if as_json:
+        print_json(nodes)
+        return
+    from producer import render
+
+    render.nodes_table(nodes)
