@@ -1,0 +1,211 @@
+"""`tensorq flower`: a real Flower, behind basic auth, sees the real worker and the jobs the CLI submits.
+
+One Flower for the module, started before any job it is asked about, so it receives their task events.
+The browser test drives Debian's Chromium through Playwright and saves screenshots to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLOSED_BROKER, REPO, Tq, free_port, stop_process, tq_env, wait_until
+from tests.e2e.test_cli_errors import assert_one_line_error
+
+USER, PASSWORD = "tester", "s3cret"
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def http_get(url: str, login: tuple[str, str] | None = (USER, PASSWORD), timeout_s: float = 10) -> tuple[int, str]:
+    """(status, body) of a GET, with basic auth when `login` is given; error statuses are returned, not raised."""
+    headers = {}
+    if login is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def poll(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout_s: float, what: str) -> Any:
+    """`fetch()` until `ok` accepts what it returns; fails showing the last value (events arrive asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fetch()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout_s} s; last seen: {str(value)[:2000]}")
+        time.sleep(0.2)
+
+
+@dataclass
+class Flower:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def api(self, path: str) -> Any:
+        status, body = http_get(self.url + path)
+        assert status == 200, (path, status, body[:500])
+        return json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def flower(redis_server, tq_home, cpu_worker, tmp_path_factory) -> Iterator[Flower]:
+    """`tensorq flower --basic-auth tester:s3cret --no-persistent` on a free port, up once /healthcheck answers."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "flower.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "producer", "flower", "--port", str(port),
+                                 "--basic-auth", f"{USER}:{PASSWORD}", "--no-persistent"],
+                                env=tq_env(redis_server.url, tq_home), stdout=out, stderr=subprocess.STDOUT,
+                                cwd=REPO)
+    server = Flower(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        def healthy() -> bool:
+            assert proc.poll() is None, f"flower exited with {proc.returncode}; log:\n{log.read_text()}"
+            try:
+                return http_get(server.url + "/healthcheck", login=None, timeout_s=2)[0] == 200
+            except OSError:  # not listening yet
+                return False
+
+        wait_until(healthy, 60, "flower")
+        yield server
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def node(cpu_worker, registry) -> str:
+    """The session worker's Celery node name, as its heartbeat records it (cpu@<host>)."""
+    names = [n["name"] for n in cpu_worker.nodes(registry)]
+    assert len(names) == 1 and names[0].startswith("cpu@"), names
+    return names[0]
+
+
+@pytest.fixture(scope="module")
+def train_job(flower, tq) -> dict[str, Any]:
+    """A 50-iteration training job, submitted (after Flower started) and waited for; its `status --json`."""
+    done = tq("submit", "train", "--iterations", "50", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def finished_task(flower: Flower, job_id: str) -> dict[str, Any]:
+    """Flower's record of a task once its task-succeeded event has arrived."""
+    tasks = poll(lambda: flower.api("/api/tasks"), lambda t: t.get(job_id, {}).get("state") == "SUCCESS", 15,
+                 f"Flower shows no SUCCESS for task {job_id}")
+    return tasks[job_id]
+
+
+# --- the HTTP API -----------------------------------------------------------------------------------------
+
+def test_api_workers_lists_the_worker_by_node_name(flower, node) -> None:
+    """Given a running worker, when /api/workers is asked with the login, then it lists the node by name."""
+    workers = poll(lambda: flower.api("/api/workers?refresh=1"), lambda w: node in w, 20,
+                   f"/api/workers does not list {node}")
+    assert {"tensorq.train", "tensorq.tensor_op"} <= set(workers[node]["registered"])
+
+
+def test_a_training_job_shows_as_a_readable_successful_task(flower, train_job) -> None:
+    """Given a finished training job, then Flower shows its id, task name, a one-line description and the summary."""
+    assert train_job["state"] == "succeeded"
+    task = finished_task(flower, train_job["id"])
+    assert task["name"] == "tensorq.train"
+    assert "iterations=50" in task["kwargs"], task["kwargs"]
+    assert len(task["kwargs"]) < 300 and "\n" not in task["kwargs"], task["kwargs"]
+    assert "data" not in task["kwargs"]  # the spec itself is not dumped into the UI
+    assert repr(train_job["summary"]["final_loss"]) in task["result"], task["result"]
+
+
+def test_an_op_job_shows_as_a_tensor_op_task(flower, tq) -> None:
+    done = tq("submit", "op", "add", "[1,2]", "[3,4]", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    task = finished_task(flower, json.loads(done.stdout)["id"])
+    assert task["name"] == "tensorq.tensor_op"
+    assert task["kwargs"].startswith("add 2:int64 2:int64 -> 2"), task["kwargs"]
+
+
+def test_prometheus_metrics_count_training_tasks(flower, train_job) -> None:
+    finished_task(flower, train_job["id"])
+    status, body = http_get(flower.url + "/metrics")
+    assert status == 200
+    assert 'task="tensorq.train"' in body
+
+
+@pytest.mark.parametrize("path", ["/api/workers", "/"])
+def test_a_wrong_password_gets_401(flower, path) -> None:
+    status, _ = http_get(flower.url + path, login=(USER, "wrong"))
+    assert status == 401
+    assert http_get(flower.url + path, login=None)[0] == 401
+
+
+# --- the command's own checks -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--address", "0.0.0.0"], "needs --basic-auth"),
+    (["--basic-auth", "nocolon"], "expected USER:PASS"),
+])
+def test_unsafe_or_malformed_logins_are_refused(tmp_path, args, fragment) -> None:
+    """A closed broker: a check that let these through would exit 3 (or start Flower), not 2."""
+    env = {k: v for k, v in tq_env(CLOSED_BROKER, tmp_path).items() if k != "FLOWER_BASIC_AUTH"}
+    assert_one_line_error(Tq(env)("flower", "--port", str(free_port()), *args, timeout=30), 2, fragment)
+
+
+# --- a real browser ---------------------------------------------------------------------------------------
+
+def chromium_path() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("the browser test needs Chromium: install it (sudo apt-get install -y chromium; "
+                    "scripts/test.sh does this in CI)", pytrace=False)
+    return found
+
+
+def test_the_dashboard_renders_the_worker_and_the_training_task(flower, node, train_job) -> None:
+    """Given a logged-in headless Chromium, when it opens /workers and /tasks, then their scripts render
+    the worker's node name and the training task, whose page reads iterations=50; screenshots go to
+    tests/artifacts/."""
+    from playwright.sync_api import expect, sync_playwright
+
+    finished_task(flower, train_job["id"])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(http_credentials={"username": USER, "password": PASSWORD},
+                                          viewport={"width": 1400, "height": 900})
+            page = context.new_page()
+
+            page.goto(flower.url + "/workers")
+            expect(page.locator("#workers-table")).to_contain_text(node, timeout=20_000)
+            page.screenshot(path=ARTIFACTS / "flower-workers.png", full_page=True)  # before asserting: evidence
+            assert node in page.inner_text("body")
+
+            page.goto(flower.url + "/tasks")
+            expect(page.locator("#tasks-table")).to_contain_text(train_job["id"], timeout=20_000)
+            page.screenshot(path=ARTIFACTS / "flower-tasks.png", full_page=True)
+            assert "tensorq.train" in page.inner_text("#tasks-table")
+
+            # the task's own page shows the one-line description, not the encoded spec
+            page.get_by_role("link", name=train_job["id"]).click()
+            expect(page.locator("#task-page")).to_contain_text("iterations=50")
+            page.screenshot(path=ARTIFACTS / "flower-task.png", full_page=True)
+        finally:
+            browser.close()
