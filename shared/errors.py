@@ -38,3 +38,11 @@ class JobFailed(TensorqError):
 
 class StackError(TensorqError):
     """Raised when `tensorq up`/`down` cannot start or stop the embedded services."""
+
+
+class Interrupted(TensorqError):
+    """Raised by a running job's loop when it is asked to stop; every loss before `iteration` is stored."""
+
+    def __init__(self, iteration: int) -> None:
+        super().__init__(f"stopped at iteration {iteration}")
+        self.iteration = iteration

@@ -117,8 +117,19 @@ class JobStore:
         return JobState(raw.decode()) if raw else None
 
     def mark_running(self, job_id: str, worker: str, device: str) -> None:
-        self.redis.hset(self.keys.job(job_id), mapping={
-            "state": JobState.RUNNING.value, "worker": worker, "device": device, "started_at": repr(time.time())})
+        """A job starts from its first iteration, so a history left by an interrupted attempt is dropped."""
+        with self.redis.pipeline() as p:
+            p.hset(self.keys.job(job_id), mapping={"state": JobState.RUNNING.value, "worker": worker,
+                                                   "device": device, "started_at": repr(time.time())})
+            p.delete(self.keys.loss(job_id))
+            p.execute()
+
+    def mark_requeued(self, job_id: str) -> None:
+        """Back to `queued`: its worker stopped and handed the job back (it starts again from iteration 0)."""
+        with self.redis.pipeline() as p:
+            p.hset(self.keys.job(job_id), mapping={"state": JobState.QUEUED.value, "worker": "", "device": ""})
+            p.hdel(self.keys.job(job_id), "started_at")
+            p.execute()
 
     def mark_finished(self, job_id: str, state: JobState, summary: dict[str, Any] | None = None,
                       error: str | None = None) -> None:

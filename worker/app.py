@@ -6,6 +6,7 @@ Settings come from the environment the launcher sets (TENSORQ_BROKER_URL etc.).
 from __future__ import annotations
 
 import logging
+import signal
 
 from celery.signals import worker_ready, worker_shutdown
 
@@ -33,6 +34,8 @@ def _on_ready(sender=None, **_: object) -> None:
     device = jobs.resolve_device("auto")
     ctx.device = describe_torch_device(device)  # initialises CUDA here, in a process that never forks
     ctx.memory = gpu_memory
+    # The launcher's cue (on a second SIGTERM) to hand the running job back; Celery leaves SIGUSR2 alone.
+    signal.signal(signal.SIGUSR2, lambda *_: setattr(ctx, "handback", True))
     _heartbeat = Heartbeat(ctx)
     _heartbeat.start()
     log.info("tensorq node %s ready on %s, queues %s", ctx.node, ctx.device, ",".join(queues))

@@ -29,6 +29,7 @@ class WorkerContext:
     current_job: str | None = None
     progress: tuple[int, int] | None = None  # (iterations done, iterations) of a running training job
     jobs_done: int = 0
+    handback: bool = False  # set by SIGUSR2: stop the running job and put it back on its queue
     memory: Callable[[], tuple[int, int] | None] = lambda: None  # (free, total) bytes of this worker's GPU
 
     def heartbeat_fields(self) -> dict[str, object]:

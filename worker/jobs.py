@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from celery.exceptions import Reject
 
-from shared.errors import JobFailed, TensorqError
+from shared.errors import Interrupted, JobFailed, TensorqError
 from shared.protocol import JobState
 from shared.specs import TensorOpSpec, TrainSpec, parse_spec
 from worker import context
@@ -34,6 +35,10 @@ def run_job(job_id: str, node: str, raw_spec: object, kind: str, execute: Execut
         device = resolve_device(spec.device)
         ctx.store.mark_running(job_id, ctx.node, str(device))
         summary = execute(job_id, spec, device, ctx)
+    except Interrupted as e:
+        log.warning("job %s handed back to queue %s at iteration %d", job_id, ctx.queues, e.iteration)
+        ctx.store.mark_requeued(job_id)
+        raise Reject("handed back by a stopping worker", requeue=True) from None
     except Exception as e:
         message = readable(e)
         log.error("job %s failed: %s", job_id, message)
@@ -75,7 +80,8 @@ def execute_train(job_id: str, spec: TrainSpec, device, ctx: context.WorkerConte
         ctx.store.append_losses(job_id, first, losses.numpy())
         ctx.progress = (first + len(losses), spec.iterations)  # the heartbeat reports it
 
-    result = mlp.train(spec, device, sink, defaults.LOSS_FLUSH_ITERATIONS, defaults.LOSS_FLUSH_INTERVAL_S)
+    result = mlp.train(spec, device, sink, defaults.LOSS_FLUSH_ITERATIONS, defaults.LOSS_FLUSH_INTERVAL_S,
+                       should_stop=lambda: ctx.handback)
     # bfloat16 widens exactly to float32, which numpy (and so every client) can read
     weights = {n: (w.float() if w.dtype == torch.bfloat16 else w).cpu().contiguous()
                for n, w in (("w1", result.w1), ("w2", result.w2))}

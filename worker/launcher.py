@@ -125,8 +125,8 @@ def restart(child: Child, settings: Settings, loglevel: str) -> None:
 
 def shutdown(children: list[Child], signals: list[int]) -> int:
     """Warm shutdown: each child stops taking jobs and finishes the one it runs, however long that takes.
-    A second SIGTERM/SIGINT makes it cold: the children stop now and Celery's Redis transport puts the
-    unacknowledged job back on its queue."""
+    A second SIGTERM/SIGINT hands running jobs back: each child (SIGUSR2) stops its job at the next
+    iteration and rejects its message with requeue, so the job goes back on its queue; then it exits."""
     live = [c for c in children if c.proc is not None and c.proc.poll() is None]
     log.info("warm shutdown: running jobs finish first (signal again to stop now)")
     for c in live:
@@ -134,10 +134,10 @@ def shutdown(children: list[Child], signals: list[int]) -> int:
     warm_signals, cold = len(signals), False
     while any(c.proc.poll() is None for c in live):
         if not cold and len(signals) > warm_signals:
-            log.warning("cold shutdown: stopping running jobs now; they go back to their queues")
+            log.warning("stopping running jobs now; they go back to their queues")
             for c in live:
                 if c.proc.poll() is None:
-                    c.proc.send_signal(signal.SIGQUIT)
+                    c.proc.send_signal(signal.SIGUSR2)
             cold = True
         time.sleep(0.2)
     return 0

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
+from shared.errors import Interrupted
 from shared.specs import TrainSpec
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 LossSink = Callable[[int, torch.Tensor], None]  # (first iteration, CPU tensor of losses)
+
 
 
 @dataclass
@@ -119,8 +121,9 @@ class TrainResult:
 
 
 def train(spec: TrainSpec, device: torch.device, sink: LossSink, flush_iterations: int = 1000,
-          flush_interval_s: float = 0.5) -> TrainResult:
-    """Run the loop; losses reach `sink` in batches, with one host sync per batch, never per iteration."""
+          flush_interval_s: float = 0.5, should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
+    """Run the loop; losses reach `sink` in batches, with one host sync per batch, never per iteration.
+    `should_stop` is asked once per iteration (a plain Python check, no sync); True raises Interrupted."""
     data = draw(spec, device)
     w1, w2, lr = data.w1, data.w2, spec.lr
     autograd = spec.grad == "autograd"
@@ -134,6 +137,11 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink, flush_iteration
 
     t0 = last_flush = time.perf_counter()
     for t in range(spec.iterations):
+        if should_stop():
+            if n_buf:
+                sink(first, buf[:n_buf].cpu())
+            raise Interrupted(t)
+
         # forward, backward, update
         if autograd:
             y_pred = activate(data.x.mm(w1), spec.activation).mm(w2)
