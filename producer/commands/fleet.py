@@ -99,15 +99,18 @@ def flower(port: int, address: str, basic_auth: str | None, read_only: bool, per
 
     if address not in LOOPBACK and not basic_auth:
         raise click.BadParameter("Flower outside loopback needs --basic-auth USER:PASS", param_hint="--address")
-    if basic_auth and ":" not in basic_auth:
-        raise click.BadParameter("expected USER:PASS", param_hint="--basic-auth")
+    if basic_auth is not None:
+        user, _, password = basic_auth.partition(":")
+        if not user or not password:
+            raise click.BadParameter("expected USER:PASS, both non-empty", param_hint="--basic-auth")
+        if "," in basic_auth:  # Flower reads a comma as the start of a second login
+            raise click.BadParameter("a comma would split the login in two in Flower; choose another",
+                                     param_hint="--basic-auth")
     settings = resolve(broker)
     connect(settings)  # exit 3 now, rather than a Flower that retries silently
     env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
     if basic_auth:
         env["FLOWER_BASIC_AUTH"] = basic_auth  # through the environment, so it never shows in `ps`
-    else:
-        env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # loopback only (checked above): let scripts read it
     args = [sys.executable, "-m", "celery", "-A", "worker.app", "flower", f"--port={port}", f"--address={address}"]
     if read_only:
         args.append("--read_only=True")

@@ -165,6 +165,8 @@ def test_a_wrong_password_gets_401(flower, path) -> None:
 @pytest.mark.parametrize("args,fragment", [
     (["--address", "0.0.0.0"], "needs --basic-auth"),
     (["--basic-auth", "nocolon"], "expected USER:PASS"),
+    (["--basic-auth", ":"], "expected USER:PASS"),
+    (["--basic-auth", "tester:a,b"], "a comma would split the login"),
 ])
 def test_unsafe_or_malformed_logins_are_refused(tmp_path, args, fragment) -> None:
     """A closed broker: a check that let these through would exit 3 (or start Flower), not 2."""

@@ -11,7 +11,7 @@ import urllib.request
 import redis
 
 from producer import stack
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_until
 from tests.e2e.test_cli_errors import assert_one_line_error
 
 
@@ -48,8 +48,11 @@ def test_up_runs_jobs_and_down_keeps_queued_ones(tmp_path) -> None:
         # Flower answers, and knows the worker
         with urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/healthcheck", timeout=5) as r:
             assert r.status == 200
-        with urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/api/workers?refresh=1", timeout=10) as r:
-            assert any(name.startswith("cpu") for name in json.load(r))
+        def flower_sees_the_worker() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/metrics", timeout=10) as r:
+                return 'flower_worker_online{worker="cpu@' in r.read().decode()
+
+        wait_until(flower_sees_the_worker, 30, "Flower seeing the worker")
     finally:
         down = run(env, "down")
     assert down.returncode == 0, down.stderr
