@@ -315,15 +315,15 @@ def test_long_running_services_have_healthchecks(services, name):
 
 
 @pytest.mark.parametrize("name", ["worker-gpu", "worker-cpu"])
-def test_worker_healthcheck_asks_the_broker_for_workers(services, name):
+def test_worker_healthcheck_asks_for_this_containers_workers(services, name):
     """
     Given a worker service
-    Then its healthcheck runs `tensorq workers --json`.
+    Then its healthcheck runs `tensorq workers --here` (exit 1 when no worker of the container heartbeats).
     """
     test = argv(services[name]["healthcheck"]["test"])
 
     assert test[0] in ("CMD", "CMD-SHELL")
-    assert " ".join(test[1:]) == "tensorq workers --json"
+    assert " ".join(test[1:]) == "tensorq workers --here"
 
 
 def test_flower_uses_required_basic_auth_and_loopback_port(services):

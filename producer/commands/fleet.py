@@ -121,14 +121,23 @@ def flower(port: int, address: str, basic_auth: str | None, read_only: bool, per
 
 
 @click.command()
+@click.option("--here", is_flag=True,
+              help="Only this host's workers; exit 1 when none is alive (a container health check).")
 @json_option
 @broker_option
-def workers(as_json: bool, broker: str | None) -> None:
+def workers(here: bool, as_json: bool, broker: str | None) -> None:
     """List live workers from their heartbeats (answers even while every worker is busy)."""
+    import socket
+
     nodes = client(broker).registry.live()
+    if here:
+        nodes = [n for n in nodes if n.get("host") == socket.gethostname()]
     if as_json:
         print_json(nodes)
-        return
-    from producer import render
+    else:
+        from producer import render
 
-    render.nodes_table(nodes)
+        render.nodes_table(nodes)
+    if here and not nodes:
+        say(f"error: no live worker on {socket.gethostname()}")
+        sys.exit(1)

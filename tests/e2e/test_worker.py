@@ -66,3 +66,17 @@ def test_a_busy_worker_heartbeats_its_job(client, registry, cpu_worker, tq) -> N
     assert node["iterations"] == 3000 and 0 <= (node["iteration"] or 0) <= 3000
     assert node["seen_at"] > 0 and node["jobs_done"] >= 0
     assert job.wait(timeout=120).state == "succeeded"
+
+
+def test_workers_here_is_a_health_check(tq, cpu_worker, redis_server, tmp_path) -> None:
+    """Given a live worker on this host, `workers --here` exits 0; on a broker with no workers, 1."""
+    here = tq("workers", "--here", "--json")
+    assert here.returncode == 0 and all(n["host"] == socket.gethostname() for n in json.loads(here.stdout))
+    from tests.conftest import Tq, start_redis, stop_process, tq_env
+
+    empty = start_redis(tmp_path / "empty-redis")
+    try:
+        lonely = Tq(tq_env(empty.url, tmp_path))("workers", "--here")
+        assert lonely.returncode == 1 and "no live worker on" in lonely.stderr
+    finally:
+        stop_process(empty.proc)
