@@ -66,5 +66,5 @@ def main() -> None:
 
 
 for command in (fleet.up, fleet.down, fleet.worker, fleet.flower, fleet.workers, submit.submit, jobs.status,
-                jobs.list_jobs, jobs.wait, jobs.result, curves.history, curves.compare, curves.watch):
+                jobs.list_jobs, jobs.wait, jobs.result, jobs.cancel, curves.history, curves.compare, curves.watch):
     main.add_command(command)

@@ -20,7 +20,7 @@ from shared import defaults
 from shared import settings as settings_mod
 from shared.errors import BadInput, BrokerUnreachable, JobNotFound, TensorqError
 from shared.keys import Keys
-from shared.protocol import QUEUE_NAME, TASK_FOR_KIND, JobState, Kind, Queue
+from shared.protocol import QUEUE_NAME, JobState, Kind, Queue
 from shared.redis_conn import connect, unreachable_message
 from shared.registry import NodeRegistry
 from shared.settings import Settings
@@ -71,7 +71,8 @@ class Client:
     def submit(self, spec: dict[str, Any], queue: str | None = None) -> Job:
         """Validate `spec` whole, record the job `queued`, and send its task by name to a queue: `queue` when
         given (a node group started with `tensorq worker --queue NAME`), else the one for the job's device."""
-        from shared.specs import describe, parse_spec
+        from shared.dispatch import send_job
+        from shared.specs import parse_spec
 
         parsed = parse_spec(spec)  # bad input stops here, before Redis is even opened
         if queue is not None and not QUEUE_NAME.fullmatch(queue):
@@ -79,13 +80,9 @@ class Client:
         store = self.store
         queue = queue or self.route(parsed.device)
         job_id = new_job_id()
-        payload = parsed.model_dump(mode="json")
-        store.create(job_id, parsed.kind, payload, queue)
+        store.create(job_id, parsed.kind, parsed.model_dump(mode="json"), queue)
         try:
-            self.celery.send_task(TASK_FOR_KIND[Kind(parsed.kind)].value, kwargs={"spec": payload},
-                                  task_id=job_id, queue=queue, argsrepr="()",
-                                  kwargsrepr=describe(parsed), retry=True,
-                                  retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
+            send_job(self.celery, job_id, parsed, queue)
         except Exception as e:  # any failure to publish: forget the record so nothing half-made remains
             store.delete(job_id)
             raise BrokerUnreachable(f"{unreachable_message(self.settings)}: {e}") from e
@@ -160,6 +157,17 @@ class Job:
                     yield first, values
             else:
                 time.sleep(defaults.WAIT_POLL_S)
+
+    def cancel(self, wait_s: float = 10.0) -> JobRecord:
+        """Cancel: a queued job never starts; a running one stops at its next iteration, keeps its partial
+        history and ends `cancelled` (waited for up to `wait_s`). A job that had ended stays as it was."""
+        outcome = self.client.store.request_cancel(self.id)
+        deadline = time.monotonic() + wait_s
+        record = self.status()
+        while outcome == "requested" and not record.finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+            record = self.status()
+        return record
 
     def losses(self) -> list[float]:
         return self.client.store.losses(self.id).tolist()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shared.protocol import Queue
+from shared.redis_conn import tls_options, without_tls_options
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,7 +21,11 @@ def celery_config(settings: Settings) -> dict:
         "health_check_interval": 25,
     }
     return {
-        "broker_url": settings.broker_url,
+        # A rediss:// URL's TLS options are read once (shared.redis_conn) and given as broker_use_ssl, which
+        # Flower's broker view needs too; left in the URL, kombu would read them its own way, and without
+        # them it would turn certificate checks off. None for redis://.
+        "broker_url": without_tls_options(settings.broker_url),
+        "broker_use_ssl": tls_options(settings.broker_url),
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         # The user-facing state lives in the job store; Flower gets results from task events.

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
+
+def _env_int(name: str, default: int) -> int:
+    """A limit an operator may change for every process (set it alike on producers and workers)."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        value = default
+    return value if value > 0 else default
+
 # Where things are found when nobody says otherwise.
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_HOME = "~/.tensorq"
@@ -30,12 +42,23 @@ ARTIFACT_INLINE_MAX_BYTES = 32 * 1024 * 1024
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TTL_S = 15
 
-# Limits on what a job may ask for, checked before enqueue and again on the worker.
-MAX_TENSOR_ELEMENTS = 4 * 1024 * 1024  # per operand and per result (16 MiB of float32 on the wire)
+# Limits on what a job may ask for, checked before enqueue and again on the worker. Each can be changed
+# with the environment variable named beside it.
+MAX_TENSOR_ELEMENTS = _env_int("TENSORQ_MAX_TENSOR_ELEMENTS", 4 * 1024 * 1024)  # per operand and result
 MAX_TENSOR_DIMS = 8
-MAX_LAYER_SIZE = 1 << 16  # batch, input, hidden and output sizes each
-MAX_TRAIN_ELEMENTS = 1 << 30  # x + y + w1 + w2 elements together
-MAX_ITERATIONS = 10_000_000
+MAX_LAYER_SIZE = _env_int("TENSORQ_MAX_LAYER_SIZE", 1 << 16)  # batch, input, hidden and output sizes each
+MAX_TRAIN_ELEMENTS = _env_int("TENSORQ_MAX_TRAIN_ELEMENTS", 1 << 30)  # x + y + w1 + w2 elements together
+MAX_ITERATIONS = _env_int("TENSORQ_MAX_ITERATIONS", 10_000_000)
+
+# Leases: a running job's worker renews its lease every LEASE_RENEW_S; a lease unrenewed for LEASE_TTL_S
+# has lapsed (the worker died) and any live worker, looking every REAP_INTERVAL_S, puts the job back.
+LEASE_TTL_S = 15
+LEASE_RENEW_S = 2.0
+REAP_INTERVAL_S = 5.0
+# How often a worker looks for a cancel request for its running job (the loop stops at the next iteration).
+CANCEL_CHECK_S = 0.25
+# A training job checkpoints this often unless its spec says every N iterations.
+CHECKPOINT_INTERVAL_S = 30.0
 
 # `--wait` polls the job record this often while no loss arrives.
 WAIT_POLL_S = 0.2

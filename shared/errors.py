@@ -41,8 +41,14 @@ class StackError(TensorqError):
 
 
 class Interrupted(TensorqError):
-    """Raised by a running job's loop when it is asked to stop; every loss before `iteration` is stored."""
+    """Raised by a running job's loop when it is asked to stop (`reason`: handback, cancel, timeout, ...);
+    every loss before `iteration` is stored."""
 
-    def __init__(self, iteration: int) -> None:
-        super().__init__(f"stopped at iteration {iteration}")
+    def __init__(self, iteration: int, reason: str) -> None:
+        super().__init__(f"{reason} at iteration {iteration}")
         self.iteration = iteration
+        self.reason = reason
+
+
+class JobCancelled(TensorqError):
+    """Raised by a worker when a running job ends because a user cancelled it."""

@@ -21,6 +21,19 @@ class Keys:
         """String: an artifact's bytes (safetensors), when small enough to live in Redis."""
         return f"{self.prefix}job:{job_id}:artifact:{name}"
 
+    def lease(self, job_id: str) -> str:
+        """String with a TTL: `<node> <token>` of the worker running the job; gone = nobody runs it."""
+        return f"{self.prefix}job:{job_id}:lease"
+
+    def checkpoint(self, job_id: str) -> str:
+        """String: the latest checkpoint (safetensors: weights, RNG state; metadata: iteration, history position)."""
+        return f"{self.prefix}job:{job_id}:ckpt"
+
+    @property
+    def running(self) -> str:
+        """Set: ids of jobs in state `running`, which the reaper checks for lapsed leases."""
+        return f"{self.prefix}running"
+
     @property
     def jobs(self) -> str:
         """Sorted set: every job id, scored by submit time."""

@@ -6,12 +6,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from shared import defaults
 from shared.errors import BadInput
 
 STACK_RECORD_NAME = "stack.json"
+# Query parameters whose values are secrets: masked in every message, like the URL's password.
+SECRET_QUERY_KEYS = ("password", "ssl_password")
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,14 @@ def _positive_int(name: str) -> int | None:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by `***`, safe for logs and messages."""
+    """The URL with its password, and query parameters that carry secrets, replaced by `***`: safe for logs
+    and messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]  # as written: keeps [::1] brackets and the host's case
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]  # as written: keeps [::1] brackets and the host's case
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    if any(key in parts.query.lower() for key in SECRET_QUERY_KEYS):
+        query = [(k, "***" if k.lower() in SECRET_QUERY_KEYS else v)
+                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query=urlencode(query, safe="*/"))
+    return urlunsplit(parts)

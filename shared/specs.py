@@ -121,12 +121,14 @@ class TrainSpec(_Spec):
     grad: Literal["autograd", "manual"] = "autograd"
     dtype: TrainDtype = "float32"
     device: DeviceName = "auto"
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds of training; then `failed`
+    checkpoint_every: int | None = Field(None, ge=1, strict=True)  # iterations; None: about every 30 s
 
-    @field_validator("lr", mode="before")
+    @field_validator("lr", "timeout", mode="before")
     @classmethod
-    def _lr_is_a_number(cls, v: object) -> object:
+    def _a_number_not_a_bool(cls, v: object) -> object:
         if isinstance(v, bool):
-            raise ValueError("lr must be a number")
+            raise ValueError("must be a number")
         return v
 
     @model_validator(mode="after")

@@ -24,8 +24,22 @@ if TYPE_CHECKING:
 
 # Losses are packed as float32 unless the job trains in float64, so float32 runs keep every value exactly.
 LOSS_DTYPES = {"f4": np.dtype("<f4"), "f8": np.dtype("<f8")}
-FILE_ARTIFACT = "file:"
-ARTIFACT_NAMES = ("result", "weights")  # an artifact value with this prefix names a file instead of holding bytes
+# Cancel atomically: a queued job is cancelled at once; a running one is flagged for its worker.
+_CANCEL = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if state == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1], 'error', 'cancelled before it started')
+  return 'cancelled'
+end
+if state == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', ARGV[1])
+  return 'requested'
+end
+return state
+"""
+FILE_ARTIFACT = "file:"  # a stored blob with this prefix names a file instead of holding bytes
+ARTIFACT_NAMES = ("result", "weights")
 
 
 @dataclass
@@ -43,6 +57,8 @@ class JobRecord:
     error: str | None = None
     summary: dict[str, Any] | None = None
     artifacts: list[str] = field(default_factory=list)
+    attempts: int = 0  # times a worker started (or resumed) it
+    recoveries: int = 0  # times it was re-enqueued after its worker died
 
     @property
     def finished(self) -> bool:
@@ -73,6 +89,8 @@ class JobRecord:
             error=h.get("error") or None,
             summary=json.loads(h["summary"]) if h.get("summary") else None,
             artifacts=sorted(k.removeprefix("artifact:") for k in h if k.startswith("artifact:")),
+            attempts=int(h.get("attempts") or 0),
+            recoveries=int(h.get("recoveries") or 0),
         )
 
 
@@ -82,6 +100,7 @@ class JobStore:
         self.keys = keys
         self.artifact_dir = artifact_dir
         self.history_ttl_s = history_ttl_s  # None: keep finished jobs forever
+        self._cancel = client.register_script(_CANCEL)
 
     # --- job records -------------------------------------------------------------------------------
 
@@ -117,18 +136,18 @@ class JobStore:
         return JobState(raw.decode()) if raw else None
 
     def mark_running(self, job_id: str, worker: str, device: str) -> None:
-        """A job starts from its first iteration, so a history left by an interrupted attempt is dropped."""
         with self.redis.pipeline() as p:
             p.hset(self.keys.job(job_id), mapping={"state": JobState.RUNNING.value, "worker": worker,
                                                    "device": device, "started_at": repr(time.time())})
-            p.delete(self.keys.loss(job_id))
+            p.hincrby(self.keys.job(job_id), "attempts", 1)
+            p.sadd(self.keys.running, job_id)
             p.execute()
 
     def mark_requeued(self, job_id: str) -> None:
-        """Back to `queued`: its worker stopped and handed the job back (it starts again from iteration 0)."""
+        """Back to `queued`: its worker stopped and handed the job back (it resumes from its checkpoint)."""
         with self.redis.pipeline() as p:
             p.hset(self.keys.job(job_id), mapping={"state": JobState.QUEUED.value, "worker": "", "device": ""})
-            p.hdel(self.keys.job(job_id), "started_at")
+            p.srem(self.keys.running, job_id)
             p.execute()
 
     def mark_finished(self, job_id: str, state: JobState, summary: dict[str, Any] | None = None,
@@ -140,12 +159,33 @@ class JobStore:
             fields["error"] = error
         with self.redis.pipeline() as p:
             p.hset(self.keys.job(job_id), mapping=fields)
-            if self.history_ttl_s:  # retention: the job and all it made expire together
-                p.expire(self.keys.job(job_id), self.history_ttl_s)
-                p.expire(self.keys.loss(job_id), self.history_ttl_s)
-                for name in ARTIFACT_NAMES:
-                    p.expire(self.keys.artifact(job_id, name), self.history_ttl_s)
+            p.hdel(self.keys.job(job_id), "cancel_requested")
+            p.srem(self.keys.running, job_id)
+            p.delete(self.keys.checkpoint(job_id))
+            self._expire(p, job_id)
             p.execute()
+
+    def _expire(self, p: redis.client.Pipeline, job_id: str) -> None:
+        if self.history_ttl_s:  # retention: the job and all it made expire together
+            p.expire(self.keys.job(job_id), self.history_ttl_s)
+            p.expire(self.keys.loss(job_id), self.history_ttl_s)
+            for name in ARTIFACT_NAMES:
+                p.expire(self.keys.artifact(job_id, name), self.history_ttl_s)
+
+    def request_cancel(self, job_id: str) -> str:
+        """`cancelled` (it was queued: it will never start), `requested` (it is running: its worker stops it
+        at the next iteration), or the state it had already ended in."""
+        outcome = self._cancel(keys=[self.keys.job(job_id)], args=[repr(time.time())]).decode()
+        if outcome == "missing":
+            raise JobNotFound(f"no job {job_id!r}")
+        if outcome == "cancelled" and self.history_ttl_s:
+            with self.redis.pipeline() as p:
+                self._expire(p, job_id)
+                p.execute()
+        return outcome
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.redis.hexists(self.keys.job(job_id), "cancel_requested"))
 
     def list(self, state: str | None = None, limit: int = 50, kind: str | None = None,
              since: float | None = None) -> list[JobRecord]:
@@ -222,26 +262,54 @@ class JobStore:
                                  count=defaults.HISTORY_READ_ENTRIES)
         return [(eid.decode(), *decode_loss_entry(f)) for _, entries in reply for eid, f in entries]
 
+    def trim_losses_after(self, job_id: str, last_kept: str | None) -> int:
+        """Drop history entries newer than stream id `last_kept` (all of them when None): what an interrupted
+        attempt recorded after its last checkpoint, which the resumed attempt records again."""
+        key = self.keys.loss(job_id)
+        if last_kept is None:
+            return int(self.redis.delete(key))
+        newer = [eid for eid, _ in self.redis.xrange(key, min=f"({last_kept}", max="+")]
+        return int(self.redis.xdel(key, *newer)) if newer else 0
+
+    def last_loss_id(self, job_id: str) -> str | None:
+        entries = self.redis.xrevrange(self.keys.loss(job_id), count=1)
+        return entries[0][0].decode() if entries else None
+
+    # --- checkpoints ---------------------------------------------------------------------------------
+
+    def put_checkpoint(self, job_id: str, blob: bytes) -> None:
+        self._put_blob(self.keys.checkpoint(job_id), job_id, "checkpoint", blob)
+
+    def get_checkpoint(self, job_id: str) -> bytes | None:
+        return self._get_blob(self.keys.checkpoint(job_id))
+
     # --- artifacts -----------------------------------------------------------------------------------
 
     def put_artifact(self, job_id: str, name: str, blob: bytes) -> None:
-        if len(blob) <= defaults.ARTIFACT_INLINE_MAX_BYTES:
-            self.redis.set(self.keys.artifact(job_id, name), blob)
-            where = "redis"
-        else:
+        where = self._put_blob(self.keys.artifact(job_id, name), job_id, name, blob)
+        self.redis.hset(self.keys.job(job_id), f"artifact:{name}", where)
+
+    def get_artifact(self, job_id: str, name: str) -> bytes | None:
+        return self._get_blob(self.keys.artifact(job_id, name))
+
+    def _put_blob(self, key: str, job_id: str, name: str, blob: bytes) -> str:
+        """Bytes in Redis up to the inline limit; a larger blob goes to a file and Redis holds its path.
+        Returns where it went: `redis` or `file:<path>`."""
+        where = "redis"
+        if len(blob) > defaults.ARTIFACT_INLINE_MAX_BYTES:
             path = self.artifact_dir / job_id / f"{name}.safetensors"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(blob)
             where = FILE_ARTIFACT + str(path)
-        self.redis.hset(self.keys.job(job_id), f"artifact:{name}", where)
+            blob = where.encode()
+        self.redis.set(key, blob)
+        return where
 
-    def get_artifact(self, job_id: str, name: str) -> bytes | None:
-        where = self.redis.hget(self.keys.job(job_id), f"artifact:{name}")
-        if where is None:
-            return None
-        if where.decode().startswith(FILE_ARTIFACT):
-            return Path(where.decode().removeprefix(FILE_ARTIFACT)).read_bytes()
-        return self.redis.get(self.keys.artifact(job_id, name))
+    def _get_blob(self, key: str) -> bytes | None:
+        blob = self.redis.get(key)
+        if blob is not None and blob.startswith(FILE_ARTIFACT.encode()):
+            return Path(blob[len(FILE_ARTIFACT):].decode()).read_bytes()
+        return blob
 
 
 def decode_loss_entry(fields: dict[bytes, bytes]) -> tuple[int, np.ndarray]:

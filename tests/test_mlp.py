@@ -97,3 +97,39 @@ def test_cuda_run_matches_cpu_in_float64() -> None:
     mlp.train(spec, CPU, lambda f, v: cpu.extend(v.tolist()))
     mlp.train(spec, torch.device("cuda"), lambda f, v: gpu.extend(v.tolist()))
     assert torch.allclose(torch.tensor(gpu), torch.tensor(cpu), rtol=1e-9)
+
+
+def clone(r: mlp.Resume) -> mlp.Resume:
+    return mlp.Resume(r.iteration, r.w1.clone(), r.w2.clone(), r.best_loss, r.best_iteration, r.last_loss,
+                      r.seconds)
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one() -> None:
+    """Given a checkpoint at iteration 40, resuming from it gives the uninterrupted run's losses and weights."""
+    spec = TrainSpec(iterations=100, seed=5)
+    whole: list[float] = []
+    full = mlp.train(spec, CPU, lambda first, v: whole.extend(v.tolist()))
+    snaps: list[mlp.Resume] = []
+    head: list[tuple[int, list[float]]] = []
+    mlp.train(spec, CPU, lambda first, v: head.append((first, v.tolist())), checkpoint=lambda r: snaps.append(clone(r)),
+              checkpoint_every=40)
+    assert [s.iteration for s in snaps] == [40, 80]
+    assert [x for first, v in head if first < 40 for x in v] == whole[:40]  # flushed before each checkpoint
+    tail: list[float] = []
+    resumed = mlp.train(spec, CPU, lambda first, v: tail.extend(v.tolist()), resume=snaps[0])
+    assert tail == whole[40:]
+    assert torch.equal(resumed.w1, full.w1) and torch.equal(resumed.w2, full.w2)
+    assert resumed.best_loss == min(whole) and resumed.final_loss == whole[-1]
+
+
+def test_should_stop_flushes_checkpoints_and_raises() -> None:
+    from shared.errors import Interrupted
+
+    seen: list[int] = []
+    snaps: list[mlp.Resume] = []
+    with pytest.raises(Interrupted) as stopped:
+        mlp.train(small_spec(iterations=100), CPU, lambda first, v: seen.extend(range(first, first + len(v))),
+                  should_stop=lambda: "cancel" if len(seen) >= 10 else None,
+                  checkpoint=lambda r: snaps.append(clone(r)), flush_iterations=5)
+    assert stopped.value.reason == "cancel" and stopped.value.iteration == 10
+    assert seen == list(range(10)) and snaps[-1].iteration == 10

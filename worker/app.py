@@ -1,6 +1,7 @@
 """The worker's Celery app (`celery -A worker.app worker`), plus start-up and shutdown hooks.
 
-Settings come from the environment the launcher sets (TENSORQ_BROKER_URL etc.).
+Settings come from the environment the launcher sets (TENSORQ_BROKER_URL etc.). Importing this module
+imports no torch: Flower imports it too.
 """
 
 from __future__ import annotations
@@ -17,31 +18,34 @@ log = logging.getLogger(__name__)
 
 app = make_celery(settings_mod.resolve())
 app.conf.include = ["worker.tasks"]
+app.conf.worker_consumer = "worker.consumer:Consumer"  # poisoned messages fail their job, never the worker
 
-_heartbeat = None
+_watchdog = None
 
 
 @worker_ready.connect
 def _on_ready(sender=None, **_: object) -> None:
-    """Warm torch up, learn the device, then start heartbeats so the node shows as ready."""
-    global _heartbeat
+    """Warm torch up, learn the device, then start the watchdog so the node shows as ready."""
+    global _watchdog
     from worker import context, jobs
     from worker.devices import describe_torch_device, gpu_memory
-    from worker.heartbeat import Heartbeat
+    from worker.reaper import requeue_lapsed
+    from worker.watchdog import Watchdog
 
     queues = sorted(q.name for q in sender.task_consumer.queues) if sender.task_consumer else []
     ctx = context.init(sender.hostname, queues)
     device = jobs.resolve_device("auto")
     ctx.device = describe_torch_device(device)  # initialises CUDA here, in a process that never forks
     ctx.memory = gpu_memory
-    # The launcher's cue (on a second SIGTERM) to hand the running job back; Celery leaves SIGUSR2 alone.
+    # The launcher's cue to hand the running job back (checkpointed) before it stops the worker;
+    # Celery leaves SIGUSR2 alone.
     signal.signal(signal.SIGUSR2, lambda *_: setattr(ctx, "handback", True))
-    _heartbeat = Heartbeat(ctx)
-    _heartbeat.start()
+    _watchdog = Watchdog(ctx, reap=lambda: requeue_lapsed(ctx, app))
+    _watchdog.start()
     log.info("tensorq node %s ready on %s, queues %s", ctx.node, ctx.device, ",".join(queues))
 
 
 @worker_shutdown.connect
 def _on_shutdown(**_: object) -> None:
-    if _heartbeat is not None:
-        _heartbeat.stop()
+    if _watchdog is not None:
+        _watchdog.stop()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from shared import settings as settings_mod
 from shared.keys import Keys
+from shared.leases import Leases
 from shared.redis_conn import connect
 from shared.registry import NodeRegistry
 from shared.store import JobStore
@@ -23,14 +24,37 @@ class WorkerContext:
     settings: Settings
     store: JobStore
     registry: NodeRegistry
+    leases: Leases
     node: str
     queues: list[str] = field(default_factory=list)
     device: str = "cpu"
-    current_job: str | None = None
-    progress: tuple[int, int] | None = None  # (iterations done, iterations) of a running training job
     jobs_done: int = 0
-    handback: bool = False  # set by SIGUSR2: stop the running job and put it back on its queue
     memory: Callable[[], tuple[int, int] | None] = lambda: None  # (free, total) bytes of this worker's GPU
+    handback: bool = False  # set by SIGUSR2/SIGTERM: stop the running job and put it back on its queue
+    # the running job, if any; the watchdog thread reads these and sets the flags below
+    current_job: str | None = None
+    lease_holder: str | None = None
+    progress: tuple[int, int] | None = None  # (iterations done, iterations) of a running training job
+    cancel: bool = False  # its user asked to cancel it
+    lease_lost: bool = False  # another worker has taken it over
+
+    def start_job(self, job_id: str, lease_holder: str) -> None:
+        self.current_job, self.lease_holder, self.progress = job_id, lease_holder, None
+        self.cancel = self.lease_lost = False
+
+    def end_job(self) -> None:
+        self.current_job = self.lease_holder = self.progress = None
+        self.jobs_done += 1
+
+    def stop_reason(self) -> str | None:
+        """Why the running job must stop now, if it must: asked once per training iteration."""
+        if self.cancel:
+            return "cancel"
+        if self.handback:
+            return "handback"
+        if self.lease_lost:
+            return "lease lost"
+        return None
 
     def heartbeat_fields(self) -> dict[str, object]:
         done, total = self.progress or ("", "")
@@ -51,7 +75,7 @@ def init(node: str, queues: list[str]) -> WorkerContext:
     client = connect(settings, check=False)
     keys = Keys(settings.key_prefix)
     store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s)
-    _context = WorkerContext(settings, store, NodeRegistry(client, keys), node, queues)
+    _context = WorkerContext(settings, store, NodeRegistry(client, keys), Leases(client, keys), node, queues)
     return _context
 
 

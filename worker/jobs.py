@@ -1,54 +1,89 @@
-"""Running one job around a pure function: mark it running, run it, store what it made, mark how it ended."""
+"""Running one job around a pure function: take its lease, mark it running, run it, store what it made,
+mark how it ended. Every way a job can end is decided here."""
 
 from __future__ import annotations
 
 import logging
-import platform
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from celery.exceptions import Reject
 
-from shared.errors import Interrupted, JobFailed, TensorqError
+from shared.errors import Interrupted, JobCancelled, JobFailed, TensorqError
 from shared.protocol import JobState
 from shared.specs import TensorOpSpec, TrainSpec, parse_spec
 from worker import context
 
 log = logging.getLogger(__name__)
 Execute = Callable[[str, Any, Any, context.WorkerContext], dict[str, Any]]
+TASK_KWARGS = {"spec"}
 
 
-def run_job(job_id: str, node: str, raw_spec: object, kind: str, execute: Execute) -> dict[str, Any]:
-    """Run `execute(job_id, spec, device, ctx)`; any failure ends the job `failed` with a readable message."""
+def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any], kind: str,
+            execute: Execute) -> dict[str, Any]:
+    """Run `execute(job_id, spec, device, ctx)` exactly once per job, whatever message brought it."""
     ctx = context.get(node)
     state = ctx.store.state(job_id)
     if state is not None and state.finished:
         log.warning("job %s is already %s; dropping the redelivered message", job_id, state.value)
         return {"skipped": f"already {state.value}"}
-    ctx.current_job, ctx.progress = job_id, None
+    holder = f"{ctx.node} {uuid.uuid4().hex}"
+    if not ctx.leases.acquire(job_id, holder):
+        log.warning("job %s is running on %s; dropping this duplicate message", job_id, ctx.leases.holder(job_id))
+        return {"skipped": "running elsewhere"}
+    ctx.start_job(job_id, holder)
     try:
-        spec = parse_spec(raw_spec)
-        if spec.kind != kind:
-            raise JobFailed(f"a {spec.kind} spec was sent to the {kind} task")
+        spec = decode(args, kwargs, kind)
         device = resolve_device(spec.device)
         ctx.store.mark_running(job_id, ctx.node, str(device))
         summary = execute(job_id, spec, device, ctx)
     except Interrupted as e:
-        log.warning("job %s handed back to queue %s at iteration %d", job_id, ctx.queues, e.iteration)
-        ctx.store.mark_requeued(job_id)
-        raise Reject("handed back by a stopping worker", requeue=True) from None
+        interrupted(ctx, job_id, e)
     except Exception as e:
         message = readable(e)
         log.error("job %s failed: %s", job_id, message)
         ctx.store.mark_finished(job_id, JobState.FAILED, error=message)
         raise JobFailed(message) from None
     finally:
-        ctx.current_job, ctx.progress = None, None
-        ctx.jobs_done += 1
+        ctx.leases.release(job_id, holder)
+        ctx.end_job()
     ctx.store.mark_finished(job_id, JobState.SUCCEEDED, summary=summary)
     return summary
+
+
+def interrupted(ctx: context.WorkerContext, job_id: str, e: Interrupted) -> None:
+    """A job stopped on request ends cancelled, failed (timeout), or goes back to its queue."""
+    if e.reason == "cancel":
+        log.warning("job %s cancelled at iteration %d", job_id, e.iteration)
+        ctx.store.mark_finished(job_id, JobState.CANCELLED, error=f"cancelled at iteration {e.iteration}")
+        raise JobCancelled(f"cancelled at iteration {e.iteration}") from None
+    if e.reason.startswith("timed out"):
+        message = f"{e.reason} (at iteration {e.iteration})"
+        ctx.store.mark_finished(job_id, JobState.FAILED, error=message)
+        raise JobFailed(message) from None
+    if e.reason == "lease lost":  # another worker runs it now: leave its state alone, drop this message
+        log.error("job %s: lease lost at iteration %d; another worker has it", job_id, e.iteration)
+        raise Reject("lease lost", requeue=False) from None
+    log.warning("job %s handed back to its queue at iteration %d (checkpointed)", job_id, e.iteration)
+    ctx.store.mark_requeued(job_id)
+    raise Reject("handed back by a stopping worker", requeue=True) from None
+
+
+def decode(args: tuple[Any, ...], kwargs: dict[str, Any], kind: str) -> TensorOpSpec | TrainSpec:
+    """The spec from a task's keyword arguments; anything else in the message is a clear failure."""
+    if args:
+        raise JobFailed(f"bad message: {len(args)} positional arguments (tensorq sends only spec=...)")
+    if set(kwargs) != TASK_KWARGS:
+        unexpected = sorted(set(kwargs) - TASK_KWARGS)
+        raise JobFailed(f"bad message: unexpected arguments {unexpected}" if unexpected
+                        else "bad message: no spec")
+    spec = parse_spec(kwargs["spec"])
+    if spec.kind != kind:
+        raise JobFailed(f"a {spec.kind} spec was sent to the {kind} task")
+    return spec
 
 
 def resolve_device(requested: str):
@@ -66,38 +101,6 @@ def readable(e: BaseException) -> str:
     """One line a user can act on; torch's multi-line errors are cut to their first line."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text if isinstance(e, TensorqError) else f"{type(e).__name__}: {text}"
-
-
-def execute_train(job_id: str, spec: TrainSpec, device, ctx: context.WorkerContext) -> dict[str, Any]:
-    import torch
-    from safetensors.torch import save
-
-    from shared import defaults
-    from worker import mlp
-    from worker.devices import describe_torch_device
-
-    def sink(first: int, losses: torch.Tensor) -> None:
-        ctx.store.append_losses(job_id, first, losses.numpy())
-        ctx.progress = (first + len(losses), spec.iterations)  # the heartbeat reports it
-
-    result = mlp.train(spec, device, sink, defaults.LOSS_FLUSH_ITERATIONS, defaults.LOSS_FLUSH_INTERVAL_S,
-                       should_stop=lambda: ctx.handback)
-    # bfloat16 widens exactly to float32, which numpy (and so every client) can read
-    weights = {n: (w.float() if w.dtype == torch.bfloat16 else w).cpu().contiguous()
-               for n, w in (("w1", result.w1), ("w2", result.w2))}
-    ctx.store.put_artifact(job_id, "weights", save(weights, metadata={"job": job_id, "spec": spec.model_dump_json()}))
-    return {
-        "final_loss": result.final_loss,
-        "best_loss": result.best_loss,
-        "best_iteration": result.best_iteration,
-        "iterations": spec.iterations,
-        "seconds": round(result.seconds, 6),
-        "iterations_per_s": round(spec.iterations / result.seconds, 2) if result.seconds > 0 else None,
-        "device": describe_torch_device(device),
-        "worker": ctx.node,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def execute_op(job_id: str, spec: TensorOpSpec, device, ctx: context.WorkerContext) -> dict[str, Any]:

@@ -124,20 +124,21 @@ def restart(child: Child, settings: Settings, loglevel: str) -> None:
 
 
 def shutdown(children: list[Child], signals: list[int]) -> int:
-    """Warm shutdown: each child stops taking jobs and finishes the one it runs, however long that takes.
-    A second SIGTERM/SIGINT hands running jobs back: each child (SIGUSR2) stops its job at the next
-    iteration and rejects its message with requeue, so the job goes back on its queue; then it exits."""
+    """Each child hands its running job back (SIGUSR2: checkpoint, then back on its queue, to resume on
+    another worker) and stops (SIGTERM, Celery's warm shutdown). A second SIGTERM/SIGINT kills them: their
+    jobs' leases lapse and live workers take the jobs back within a minute."""
     live = [c for c in children if c.proc is not None and c.proc.poll() is None]
-    log.info("warm shutdown: running jobs finish first (signal again to stop now)")
+    log.info("stopping: running jobs are checkpointed and handed back to their queues (signal again to kill)")
     for c in live:
+        c.proc.send_signal(signal.SIGUSR2)
         c.proc.send_signal(signal.SIGTERM)
-    warm_signals, cold = len(signals), False
+    seen, killed = len(signals), False
     while any(c.proc.poll() is None for c in live):
-        if not cold and len(signals) > warm_signals:
-            log.warning("stopping running jobs now; they go back to their queues")
+        if not killed and len(signals) > seen:
+            log.warning("killing the worker processes now")
             for c in live:
                 if c.proc.poll() is None:
-                    c.proc.send_signal(signal.SIGUSR2)
-            cold = True
+                    c.proc.kill()
+            killed = True
         time.sleep(0.2)
     return 0

@@ -111,6 +111,19 @@ def autograd_grads(data: Data, w1: torch.Tensor, w2: torch.Tensor, activation: s
 # --- the training loop --------------------------------------------------------------------------------
 
 @dataclass
+class Resume:
+    """Where a run stands: what a checkpoint holds, and what a resumed run starts from."""
+
+    iteration: int  # the first iteration still to run; every loss before it is in the history
+    w1: torch.Tensor
+    w2: torch.Tensor
+    best_loss: float = float("inf")
+    best_iteration: int = -1
+    last_loss: float = float("nan")
+    seconds: float = 0.0  # time spent training before this point, over every attempt
+
+
+@dataclass
 class TrainResult:
     w1: torch.Tensor
     w2: torch.Tensor
@@ -120,27 +133,78 @@ class TrainResult:
     seconds: float
 
 
+class LossRecorder:
+    """Losses stay on the device (no sync) until a flush hands a batch to the sink; best and last are
+    tracked on the host from the flushed batches."""
+
+    def __init__(self, sink: LossSink, size: int, dtype: torch.dtype, device: torch.device, start: Resume) -> None:
+        self.sink, self.buf, self.n = sink, torch.empty(size, dtype=dtype, device=device), 0
+        self.first, self.best, self.best_at, self.last = start.iteration, start.best_loss, start.best_iteration, \
+            start.last_loss
+
+    def record(self, loss: torch.Tensor) -> bool:
+        """Keep one loss; True when the buffer is full."""
+        self.buf[self.n] = loss.detach()
+        self.n += 1
+        return self.n == len(self.buf)
+
+    def flush(self) -> None:
+        if not self.n:
+            return
+        host = self.buf[: self.n].cpu()  # the CPU-GPU sync point, once per batch
+        self.sink(self.first, host)
+        i = int(torch.argmin(host))
+        if host[i].item() < self.best:
+            self.best, self.best_at = host[i].item(), self.first + i
+        self.last = host[-1].item()
+        self.first += self.n
+        self.n = 0
+
+
 def train(spec: TrainSpec, device: torch.device, sink: LossSink, flush_iterations: int = 1000,
-          flush_interval_s: float = 0.5, should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
-    """Run the loop; losses reach `sink` in batches, with one host sync per batch, never per iteration.
-    `should_stop` is asked once per iteration (a plain Python check, no sync); True raises Interrupted."""
+          flush_interval_s: float = 0.5, should_stop: Callable[[], str | None] = lambda: None,
+          resume: Resume | None = None, checkpoint: Callable[[Resume], None] | None = None,
+          checkpoint_every: int | None = None, checkpoint_interval_s: float = 30.0) -> TrainResult:
+    """Run the loop (from `resume` when given); losses reach `sink` in batches, one host sync per batch.
+
+    `checkpoint` is handed a Resume every `checkpoint_every` iterations (else every `checkpoint_interval_s`),
+    always right after a flush, so the history holds exactly the iterations before it. `should_stop` is
+    asked once per iteration (plain Python, no sync); a reason flushes, checkpoints and raises Interrupted.
+    """
     data = draw(spec, device)
     w1, w2, lr = data.w1, data.w2, spec.lr
+    start = resume or Resume(0, w1, w2)
+    if resume is not None:
+        w1 = resume.w1.to(device=device, dtype=w1.dtype)
+        w2 = resume.w2.to(device=device, dtype=w2.dtype)
     autograd = spec.grad == "autograd"
     if autograd:
         w1.requires_grad_()
         w2.requires_grad_()
-    # Losses stay on the device until a flush; bfloat16 losses widen exactly into float32.
-    buf_dtype = torch.float64 if spec.dtype == "float64" else torch.float32
-    buf = torch.empty(min(flush_iterations, spec.iterations), dtype=buf_dtype, device=device)
-    n_buf, first, best, best_at, last = 0, 0, float("inf"), -1, float("nan")
+    # bfloat16 losses widen exactly into float32
+    losses = LossRecorder(sink, min(flush_iterations, spec.iterations),
+                          torch.float64 if spec.dtype == "float64" else torch.float32, device, start)
 
-    t0 = last_flush = time.perf_counter()
-    for t in range(spec.iterations):
-        if should_stop():
-            if n_buf:
-                sink(first, buf[:n_buf].cpu())
-            raise Interrupted(t)
+    t0 = last_flush = last_ckpt = time.perf_counter()
+
+    def snapshot(t: int) -> Resume:
+        losses.flush()
+        return Resume(t, w1.detach(), w2.detach(), losses.best, losses.best_at, losses.last,
+                      start.seconds + time.perf_counter() - t0)
+
+    for t in range(start.iteration, spec.iterations):
+        # stop when asked, checkpoint when due
+        if reason := should_stop():
+            if checkpoint is not None:
+                checkpoint(snapshot(t))
+            losses.flush()
+            raise Interrupted(t, reason)
+        if checkpoint is not None and t > start.iteration:
+            now = time.perf_counter()
+            due = t % checkpoint_every == 0 if checkpoint_every else now - last_ckpt >= checkpoint_interval_s
+            if due:
+                checkpoint(snapshot(t))
+                last_ckpt = last_flush = now
 
         # forward, backward, update
         if autograd:
@@ -158,17 +222,11 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink, flush_iteration
             w2 -= lr * dw2
 
         # record the loss on the device; flush a batch to the host now and then
-        buf[n_buf] = loss.detach()
-        n_buf += 1
+        full = losses.record(loss)
         now = time.perf_counter()
-        if n_buf == len(buf) or t == spec.iterations - 1 or now - last_flush >= flush_interval_s:
-            host = buf[:n_buf].cpu()  # the CPU-GPU sync point, once per batch
-            sink(first, host)
-            i = int(torch.argmin(host))
-            if host[i].item() < best:
-                best, best_at = host[i].item(), first + i
-            last = host[-1].item()
-            first += n_buf
-            n_buf, last_flush = 0, now
+        if full or t == spec.iterations - 1 or now - last_flush >= flush_interval_s:
+            losses.flush()
+            last_flush = now
 
-    return TrainResult(w1.detach(), w2.detach(), last, best, best_at, time.perf_counter() - t0)
+    return TrainResult(w1.detach(), w2.detach(), losses.last, losses.best, losses.best_at,
+                       start.seconds + time.perf_counter() - t0)

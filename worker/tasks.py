@@ -1,20 +1,30 @@
-"""The Celery tasks: thin shells that hand the spec to worker.jobs and return a small summary."""
+"""The Celery tasks: thin shells that hand the message's arguments to worker.jobs.run_job.
+
+They take any arguments, so a message with wrong ones reaches run_job and fails its job with a clear
+reason, instead of failing inside Celery with the job left `queued`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from shared.errors import JobFailed
+from shared.errors import JobCancelled, JobFailed
 from shared.protocol import Kind, TaskName
 from worker.app import app
-from worker.jobs import execute_op, execute_train, run_job
+from worker.jobs import execute_op, run_job
 
 
-@app.task(name=TaskName.TRAIN.value, bind=True, throws=(JobFailed,))
-def train(self, spec: Any = None) -> dict[str, Any]:
-    return run_job(self.request.id, self.request.hostname, spec, Kind.TRAIN.value, execute_train)
+def execute_train(*args: Any) -> dict[str, Any]:
+    from worker.training import execute_train as run  # torch loads with the first job, not with the app
+
+    return run(*args)
 
 
-@app.task(name=TaskName.TENSOR_OP.value, bind=True, throws=(JobFailed,))
-def tensor_op(self, spec: Any = None) -> dict[str, Any]:
-    return run_job(self.request.id, self.request.hostname, spec, Kind.OP.value, execute_op)
+@app.task(name=TaskName.TRAIN.value, bind=True, throws=(JobFailed, JobCancelled))
+def train(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    return run_job(self.request.id, self.request.hostname, args, kwargs, Kind.TRAIN.value, execute_train)
+
+
+@app.task(name=TaskName.TENSOR_OP.value, bind=True, throws=(JobFailed, JobCancelled))
+def tensor_op(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    return run_job(self.request.id, self.request.hostname, args, kwargs, Kind.OP.value, execute_op)

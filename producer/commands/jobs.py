@@ -1,4 +1,4 @@
-"""Looking at jobs: `status`, `list`, `wait`, `result`."""
+"""Looking at jobs and ending them: `status`, `list`, `wait`, `result`, `cancel`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from producer.commands.common import (
     print_json,
     progress_printer,
     report_failures,
+    say,
 )
 from shared.errors import TensorqError
 
@@ -144,3 +145,26 @@ def result(job_id: str, output: Path | None, as_json: bool, broker: str | None) 
         print_json(tensors.to_literal(array))
     else:
         render.tensor(array)
+
+
+@click.command()
+@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
+@click.option("--wait", "wait_s", type=click.FloatRange(0), default=10, show_default=True,
+              help="Seconds to wait for running jobs to stop.")
+@json_option
+@broker_option
+def cancel(job_ids: tuple[str, ...], wait_s: float, as_json: bool, broker: str | None) -> None:
+    """Cancel jobs: queued ones never start; running ones stop within a second, keeping their history."""
+    c = client(broker)
+    jobs = [c.job(j) for j in dict.fromkeys(job_ids)]  # unknown ids exit 2 before anything is cancelled
+    finals = [job.cancel(wait_s) for job in jobs]
+    if as_json:
+        print_json([f.to_status() for f in finals])
+        return
+    for f in finals:
+        if f.state == "cancelled":
+            click.echo(f"cancelled {f.id} ({f.error})")
+        elif f.state == "running":
+            say(f"warning: {f.id} is still running; it will stop at its next iteration")
+        else:
+            click.echo(f"{f.id} had already ended: {f.state}")

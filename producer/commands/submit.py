@@ -68,6 +68,10 @@ def submit_op(op: str, a: str, b: str, seed: int | None, dtype: str | None, devi
 @click.option("--grad", type=click.Choice(["autograd", "manual"]), default="autograd", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16"]), default="float32",
               show_default=True)
+@click.option("--timeout", type=float, metavar="SECONDS",
+              help="Fail the job after this much training time (its history is kept).")
+@click.option("--checkpoint-every", type=click.IntRange(1), metavar="N",
+              help="Checkpoint every N iterations (default: about every 30 s of work).")
 @submit_options
 def submit_train(device: str, queue: str | None, wait: bool, watch: bool, as_json: bool, broker: str | None,
                  **options: Any) -> None:

@@ -1,0 +1,68 @@
+"""Leases: the proof that a worker is still running a job, so a job whose worker died is run again
+(and only once) without waiting for the broker's visibility timeout."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shared import defaults
+from shared.keys import Keys
+
+if TYPE_CHECKING:
+    import redis
+
+# Renew or release only a lease we still hold: another worker may have taken the job since.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# A running job whose lease is gone goes back to `queued`, atomically, so two reapers never both take it.
+_REAP = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'device', '')
+redis.call('HINCRBY', KEYS[1], 'recoveries', 1)
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+class Leases:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._reap = client.register_script(_REAP)
+
+    def acquire(self, job_id: str, holder: str) -> bool:
+        """Take the job's lease; False when a live worker holds it (the job is running elsewhere)."""
+        return bool(self.redis.set(self.keys.lease(job_id), holder, nx=True, ex=defaults.LEASE_TTL_S))
+
+    def renew(self, job_id: str, holder: str) -> bool:
+        """Extend our lease; False when it lapsed or another worker took it."""
+        return bool(self._renew(keys=[self.keys.lease(job_id)], args=[holder, defaults.LEASE_TTL_S]))
+
+    def release(self, job_id: str, holder: str) -> None:
+        self._release(keys=[self.keys.lease(job_id)], args=[holder])
+
+    def holder(self, job_id: str) -> str | None:
+        raw = self.redis.get(self.keys.lease(job_id))
+        return raw.decode() if raw else None
+
+    def reap(self) -> list[str]:
+        """Every running job whose lease has lapsed, now back in state `queued` (the caller re-sends it)."""
+        reaped = []
+        for raw in self.redis.smembers(self.keys.running):
+            job_id = raw.decode()
+            keys = [self.keys.job(job_id), self.keys.lease(job_id), self.keys.running]
+            if self._reap(keys=keys, args=[job_id]):
+                reaped.append(job_id)
+        return reaped
