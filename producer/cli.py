@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from producer.commands import curves, fleet, jobs, submit
+from producer.commands import curves, experiments, fleet, jobs, submit
 from shared import __version__
 from shared.errors import BrokerUnreachable, TensorqError
 
@@ -65,6 +65,7 @@ def main() -> None:
     """tensorq: run PyTorch tensor-op and training jobs on GPU workers through Redis."""
 
 
-for command in (fleet.up, fleet.down, fleet.worker, fleet.flower, fleet.workers, submit.submit, jobs.status,
-                jobs.list_jobs, jobs.wait, jobs.result, jobs.cancel, curves.history, curves.compare, curves.watch):
+for command in (fleet.up, fleet.down, fleet.worker, fleet.flower, fleet.workers, submit.submit, submit.rerun,
+                jobs.status, jobs.list_jobs, jobs.wait, jobs.result, jobs.cancel, curves.history, curves.compare,
+                curves.watch, experiments.group, experiments.schema):
     main.add_command(command)

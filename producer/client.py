@@ -12,7 +12,8 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,11 +21,15 @@ from shared import defaults
 from shared import settings as settings_mod
 from shared.errors import BadInput, BrokerUnreachable, JobNotFound, TensorqError
 from shared.keys import Keys
-from shared.protocol import QUEUE_NAME, JobState, Kind, Queue
+from shared.protocol import QUEUE_NAME, JobState, Kind, Priority, Queue, queue_for
 from shared.redis_conn import connect, unreachable_message
 from shared.registry import NodeRegistry
 from shared.settings import Settings
 from shared.store import JobRecord, JobStore
+
+if TYPE_CHECKING:
+    from shared.groups import GroupRecord
+    from shared.sweeps import Planned
 
 LossCallback = Callable[[int, np.ndarray], None]  # (first iteration, losses) as batches arrive
 
@@ -54,7 +59,7 @@ class Client:
     # --- submitting ----------------------------------------------------------------------------------
 
     def submit_op(self, op: str, a: Any, b: Any, device: str = "auto", seed: int | None = None,
-                  dtype: str | None = None, queue: str | None = None) -> Job:
+                  dtype: str | None = None, queue: str | None = None, priority: str = "normal") -> Job:
         """`op(a, b)`; a and b: nested lists, numpy arrays, torch tensors, or the CLI's operand strings."""
         from producer.inputs import operand
 
@@ -62,39 +67,100 @@ class Client:
                 "device": device, "dtype": dtype, "seed": seed}
         if seed is None and "randn" in (spec["a"]["source"], spec["b"]["source"]):
             spec["seed"] = secrets.randbelow(2**31)  # recorded in the spec, so the job can be rerun exactly
-        return self.submit(spec, queue)
+        return self.submit(spec, queue, priority)
 
-    def submit_train(self, queue: str | None = None, **options: Any) -> Job:
+    def submit_train(self, queue: str | None = None, priority: str = "normal", **options: Any) -> Job:
         """A training job; options are the CLI flags as keyword arguments (hidden_size=100, lr=1e-6, ...)."""
-        return self.submit({"kind": Kind.TRAIN.value, **options}, queue)
+        return self.submit({"kind": Kind.TRAIN.value, **options}, queue, priority)
 
-    def submit(self, spec: dict[str, Any], queue: str | None = None) -> Job:
+    def submit(self, spec: dict[str, Any], queue: str | None = None, priority: str = "normal") -> Job:
         """Validate `spec` whole, record the job `queued`, and send its task by name to a queue: `queue` when
-        given (a node group started with `tensorq worker --queue NAME`), else the one for the job's device."""
-        from shared.dispatch import send_job
+        given (a node group started with `tensorq worker --queue NAME`), else the one for the job's device;
+        at `priority` high, normal or low."""
         from shared.specs import parse_spec
+        from shared.sweeps import Planned
 
-        parsed = parse_spec(spec)  # bad input stops here, before Redis is even opened
-        if queue is not None and not QUEUE_NAME.fullmatch(queue):
-            raise BadInput(f"--queue: {queue!r} is not a queue name (letters, digits, '.', '_', '-')")
-        store = self.store
-        queue = queue or self.route(parsed.device)
-        job_id = new_job_id()
-        store.create(job_id, parsed.kind, parsed.model_dump(mode="json"), queue)
+        return self._enqueue([Planned(parse_spec(spec), priority, queue)])[0]
+
+    def sweep(self, spec: dict[str, Any], sweep: dict[str, list[Any]], seeds: int | None = None,
+              queue: str | None = None, priority: str = "normal") -> tuple[str, list[Job]]:
+        """The grid of `spec` over `sweep` (field -> values), times `seeds` seeds: one group of jobs."""
+        from shared.sweeps import expand
+
+        entry = {**spec, "sweep": sweep, "seeds": seeds, "priority": priority, "queue": queue}
+        planned = expand({k: v for k, v in entry.items() if v is not None}, "sweep")
+        return self.submit_group(planned, "sweep")
+
+    def submit_file(self, path: str | Path) -> tuple[str, list[Job]]:
+        """Every job of a YAML or JSON job file (sweeps expanded), validated whole first: one group."""
+        from producer.inputs import file_operand
+        from shared.sweeps import load_job_file
+
+        path = Path(path)
+        return self.submit_group(load_job_file(path, file_operand), path.name)
+
+    def submit_group(self, planned: list[Planned], source: str) -> tuple[str, list[Job]]:
+        from shared.groups import GroupStore
+
+        group_id = "g" + new_job_id()[1:]
+        swept = sorted({k for p in planned for k in p.swept})
+        jobs = self._enqueue(planned, group_id)
+        GroupStore(self.store.redis, self.store.keys).create(group_id, [j.id for j in jobs], swept, source)
+        return group_id, jobs
+
+    def rerun(self, job_id: str, changes: dict[str, Any] | None = None) -> Job:
+        """The same spec again (with `changes`), on the same queue and priority; the new record links back."""
+        from shared.specs import parse_spec
+        from shared.sweeps import Planned, field_name
+
+        original = self.store.require(job_id)
+        spec = {**original.spec, **{field_name(k): v for k, v in (changes or {}).items()}}
         try:
-            send_job(self.celery, job_id, parsed, queue)
-        except Exception as e:  # any failure to publish: forget the record so nothing half-made remains
-            store.delete(job_id)
-            raise BrokerUnreachable(f"{unreachable_message(self.settings)}: {e}") from e
-        return Job(self, job_id)
+            parsed = parse_spec(spec)
+        except BadInput as e:
+            raise BadInput(f"--set: {e}") from None
+        base = original.queue.rsplit(".", 1)[0] if original.priority != "normal" else original.queue
+        return self._enqueue([Planned(parsed, original.priority, base)], rerun_of=job_id)[0]
 
-    def route(self, device: str) -> str:
+    def _enqueue(self, planned: list[Planned], group: str | None = None, rerun_of: str | None = None) -> list[Job]:
+        """Record every job `queued`, then send each task; if the broker fails midway, the records of the
+        jobs not sent are deleted so nothing half-made remains."""
+        from shared.dispatch import send_job
+
+        for p in planned:
+            if p.queue is not None and not QUEUE_NAME.fullmatch(p.queue):
+                raise BadInput(f"--queue: {p.queue!r} is not a queue name (letters, digits, '.', '_', '-')")
+            if p.priority not in {x.value for x in Priority}:
+                raise BadInput(f"--priority: must be high, normal or low (got {p.priority!r})")
+        store = self.store
+        gpu_alive = None
+        routed = []
+        for p in planned:
+            if p.queue is None and p.spec.device == "auto" and gpu_alive is None:
+                gpu_alive = self.registry.serves(Queue.GPU.value)  # asked once per submit, not per job
+            base = p.queue or self.route(p.spec.device, gpu_alive)
+            routed.append((new_job_id(), p, queue_for(base, p.priority)))
+        for job_id, p, queue in routed:
+            store.create(job_id, p.spec.kind, p.spec.model_dump(mode="json"), queue, priority=p.priority,
+                         group=group, rerun_of=rerun_of)
+        for k, (job_id, p, queue) in enumerate(routed):
+            try:
+                send_job(self.celery, job_id, p.spec, queue)
+            except Exception as e:  # any failure to publish: forget what was not sent
+                for unsent, _, _ in routed[k:]:
+                    store.delete(unsent)
+                raise BrokerUnreachable(f"{unreachable_message(self.settings)}: {e}") from e
+        return [Job(self, job_id) for job_id, _, _ in routed]
+
+    def route(self, device: str, gpu_alive: bool | None = None) -> str:
         """The queue for a device: cuda -> gpu; cpu -> cpu; auto -> gpu when a GPU worker is alive, else cpu."""
         if device == "cuda":
             return Queue.GPU.value
         if device == "cpu":
             return Queue.CPU.value
-        return Queue.GPU.value if self.registry.serves(Queue.GPU.value) else Queue.CPU.value
+        if gpu_alive is None:
+            gpu_alive = self.registry.serves(Queue.GPU.value)
+        return Queue.GPU.value if gpu_alive else Queue.CPU.value
 
     @property
     def celery(self):
@@ -109,6 +175,14 @@ class Client:
     def job(self, job_id: str) -> Job:
         self.store.require(job_id)
         return Job(self, job_id)
+
+    def group(self, group_id: str) -> tuple[GroupRecord, list[JobRecord]]:
+        """A group and its jobs' records, in submit order."""
+        from shared.groups import GroupStore
+
+        record = GroupStore(self.store.redis, self.store.keys).require(group_id)
+        jobs = [self.store.get(j) for j in record.job_ids]
+        return record, [j for j in jobs if j is not None]
 
     def jobs(self, state: str | None = None, limit: int = 50, kind: str | None = None,
              since: float | None = None) -> list[JobRecord]:

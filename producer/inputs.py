@@ -30,6 +30,13 @@ def operand(value: Any, label: str) -> dict[str, Any]:
     return _data(tensors.from_literal(value, label), label)
 
 
+def file_operand(value: Any, label: str, base_dir: Path) -> dict[str, Any]:
+    """An operand in a job file: like `operand`, with file paths relative to the job file's folder."""
+    if isinstance(value, str) and looks_like_file(value.strip()) and not Path(value.strip()).is_absolute():
+        value = str(base_dir / value.strip())
+    return operand(value, label)
+
+
 def _from_text(text: str, label: str) -> dict[str, Any]:
     if not text:
         raise BadInput(f"{label}: empty operand")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -12,6 +13,7 @@ import numpy as np
 
 from shared.store import JobRecord
 
+PIPE_WIDTH = 160
 STATE_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "magenta"}
 
 
@@ -22,9 +24,11 @@ def escape(text: str) -> str:
 
 
 def console():
+    """Rich's console; piped output gets 160 columns (not rich's 80), so tables are not cut for scripts."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(highlight=False, width=width)
 
 
 def ago(ts: float | None) -> str:

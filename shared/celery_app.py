@@ -19,6 +19,8 @@ def celery_config(settings: Settings) -> dict:
         "socket_timeout": 15,
         "socket_keepalive": True,
         "health_check_interval": 25,
+        # Consume a worker's queues strictly in the order given (high, normal, low), never round robin.
+        "queue_order_strategy": "priority",
     }
     return {
         # A rediss:// URL's TLS options are read once (shared.redis_conn) and given as broker_use_ssl, which

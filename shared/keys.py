@@ -39,6 +39,14 @@ class Keys:
         """Sorted set: every job id, scored by submit time."""
         return f"{self.prefix}jobs"
 
+    def group(self, group_id: str) -> str:
+        """Hash: a sweep's or job file's group (created_at, size, swept fields, source)."""
+        return f"{self.prefix}group:{group_id}"
+
+    def group_jobs(self, group_id: str) -> str:
+        """List: the group's job ids, in submit order."""
+        return f"{self.prefix}group:{group_id}:jobs"
+
     def node(self, name: str) -> str:
         """Hash with a TTL: a worker's heartbeat (device, queues, state, current job)."""
         return f"{self.prefix}node:{name}"

@@ -20,6 +20,24 @@ class Queue(str, Enum):
 QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+class Priority(str, Enum):
+    """Each queue comes in three levels, `<queue>.high`, `<queue>`, `<queue>.low`, which workers consume
+    strictly in that order (Celery's Redis priority emulation misbehaves: celery/celery#8967)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+def queue_for(base: str, priority: str = Priority.NORMAL.value) -> str:
+    return base if priority == Priority.NORMAL.value else f"{base}.{priority}"
+
+
+def queues_in_priority_order(bases: list[str]) -> list[str]:
+    """What a worker consumes for its base queues: every high queue first, then normal, then low."""
+    return [queue_for(b, p.value) for p in Priority for b in bases]
+
+
 class Kind(str, Enum):
     OP = "op"
     TRAIN = "train"

@@ -173,7 +173,8 @@ def one_line(error: ValidationError) -> str:
         message = "a job spec must be an object"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     where = ".".join(loc).replace("_", "-")
-    return f"{where}: {message}{more}" if where else f"{message}{more}"
+    text = f"{where}: {message}{more}" if where else f"{message}{more}"
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text  # one line, always
 
 
 def describe(spec: TensorOpSpec | TrainSpec) -> str:

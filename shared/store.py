@@ -59,6 +59,9 @@ class JobRecord:
     artifacts: list[str] = field(default_factory=list)
     attempts: int = 0  # times a worker started (or resumed) it
     recoveries: int = 0  # times it was re-enqueued after its worker died
+    priority: str = "normal"
+    group: str | None = None  # the sweep or job file it came from
+    rerun_of: str | None = None  # the job it reruns
 
     @property
     def finished(self) -> bool:
@@ -91,6 +94,9 @@ class JobRecord:
             artifacts=sorted(k.removeprefix("artifact:") for k in h if k.startswith("artifact:")),
             attempts=int(h.get("attempts") or 0),
             recoveries=int(h.get("recoveries") or 0),
+            priority=h.get("priority") or "normal",
+            group=h.get("group") or None,
+            rerun_of=h.get("rerun_of") or None,
         )
 
 
@@ -104,15 +110,17 @@ class JobStore:
 
     # --- job records -------------------------------------------------------------------------------
 
-    def create(self, job_id: str, kind: str, spec: dict[str, Any], queue: str) -> JobRecord:
+    def create(self, job_id: str, kind: str, spec: dict[str, Any], queue: str, **links: str | None) -> JobRecord:
+        """A `queued` job record; `links` are optional text fields: priority, group, rerun_of."""
         now = time.time()
         record = {"kind": kind, "state": JobState.QUEUED.value, "queue": queue,
-                  "spec": json.dumps(spec), "submitted_at": repr(now)}
+                  "spec": json.dumps(spec), "submitted_at": repr(now),
+                  **{k: v for k, v in links.items() if v is not None}}
         with self.redis.pipeline() as p:
             p.hset(self.keys.job(job_id), mapping=record)
             p.zadd(self.keys.jobs, {job_id: now})
             p.execute()
-        return JobRecord(job_id, kind, JobState.QUEUED.value, queue, spec, now)
+        return JobRecord.from_hash(job_id, {k.encode(): str(v).encode() for k, v in record.items()})
 
     def delete(self, job_id: str) -> None:
         """Forget a job that never reached the queue (its send failed)."""

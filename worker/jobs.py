@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from celery.exceptions import Reject
 
+from shared import __version__
 from shared.errors import Interrupted, JobCancelled, JobFailed, TensorqError
 from shared.protocol import JobState
 from shared.specs import TensorOpSpec, TrainSpec, parse_spec
@@ -117,4 +118,4 @@ def execute_op(job_id: str, spec: TensorOpSpec, device, ctx: context.WorkerConte
     ctx.store.put_artifact(job_id, "result", safetensors_bytes({"result": array}))
     return {"op": spec.op, "shape": list(array.shape), "dtype": str(result.dtype).removeprefix("torch."),
             "seconds": round(seconds, 6), "device": describe_torch_device(used), "worker": ctx.node,
-            "torch": torch.__version__}
+            "torch": torch.__version__, "cuda": torch.version.cuda, "tensorq": __version__}

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 
 from shared.keys import Keys
-from shared.protocol import Queue
+from shared.protocol import Queue, queues_in_priority_order
 from shared.redis_conn import connect
 from shared.registry import NodeRegistry
 from shared.settings import Settings
@@ -44,8 +44,9 @@ def plan(gpus_arg: str, name: str | None, extra_queues: list[str], host: str | N
     chosen = devices.select(gpus_arg, devices.visible_gpus() if gpus_arg.strip().lower() != "none" else [])
     base = name or ""
     if not chosen:
-        return [Child(f"{base or 'cpu'}@{host}", [Queue.CPU.value, *extra_queues], None)]
-    return [Child(f"{base}gpu{g.index}@{host}", [Queue.GPU.value, *extra_queues], g.index) for g in chosen]
+        return [Child(f"{base or 'cpu'}@{host}", queues_in_priority_order([Queue.CPU.value, *extra_queues]), None)]
+    queues = queues_in_priority_order([Queue.GPU.value, *extra_queues])
+    return [Child(f"{base}gpu{g.index}@{host}", queues, g.index) for g in chosen]
 
 
 def claim_names(children: list[Child], registry: NodeRegistry, owner: str) -> None:

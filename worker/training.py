@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load, save
 
-from shared import defaults
+from shared import __version__, defaults
 from shared.errors import JobFailed
 from shared.specs import TrainSpec
 from shared.tensors import safetensors_metadata
@@ -63,6 +63,8 @@ def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: Worke
         "device": describe_torch_device(device),
         "worker": ctx.node,
         "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "tensorq": __version__,
         "python": platform.python_version(),
     }
 

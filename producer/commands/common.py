@@ -15,12 +15,24 @@ broker_option = click.option("--broker", metavar="URL", default=None,
                              help="Redis URL. Default: $TENSORQ_BROKER_URL, then the `tensorq up` record, "
                                   "then redis://127.0.0.1:6379/0.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+group_option = click.option("--group", "group_id", metavar="GROUP", help="Every job of a sweep or job file.")
 
 
 def client(broker: str | None):
     from producer.client import Client
 
     return Client(broker)
+
+
+def jobs_or_group(c, job_ids: tuple[str, ...], group_id: str | None) -> list[str]:
+    """The job ids a command acts on: those given, plus every job of --group; at least one."""
+    ids = list(job_ids)
+    if group_id is not None:
+        record, _ = c.group(group_id)
+        ids += record.job_ids
+    if not ids:
+        raise click.UsageError("give job ids, or --group GROUP")
+    return list(dict.fromkeys(ids))
 
 
 def print_json(obj: Any) -> None:

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from producer.commands.common import broker_option, client, json_option, print_json, report_failures, say
+from producer.commands.common import (
+    broker_option,
+    client,
+    group_option,
+    jobs_or_group,
+    json_option,
+    print_json,
+    report_failures,
+    say,
+)
 
 
 @click.command()
@@ -35,18 +44,20 @@ def history(job_id: str, fmt: str, every: int, tail: int | None, range_text: str
 
 
 @click.command()
-@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
+@click.argument("job_ids", metavar="[JOB]...", nargs=-1)
+@group_option
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Write the overlaid curves to a PNG.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Draw the curves in the terminal.")
 @json_option
 @broker_option
-def compare(job_ids: tuple[str, ...], png: Path | None, plot: bool, as_json: bool, broker: str | None) -> None:
+def compare(job_ids: tuple[str, ...], group_id: str | None, png: Path | None, plot: bool, as_json: bool,
+            broker: str | None) -> None:
     """Overlay training jobs' loss curves and tabulate how they ended and how their specs differ."""
     from producer import compare as cmp
     from producer import history as hist
 
     c = client(broker)
-    records = [c.job(j).status() for j in dict.fromkeys(job_ids)]
+    records = [c.job(j).status() for j in jobs_or_group(c, job_ids, group_id)]
     rows, differing = cmp.table(records)
     if as_json:
         print_json({"jobs": rows, "differing_fields": differing})
@@ -58,15 +69,16 @@ def compare(job_ids: tuple[str, ...], png: Path | None, plot: bool, as_json: boo
 
 
 @click.command()
-@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
+@click.argument("job_ids", metavar="[JOB]...", nargs=-1)
+@group_option
 @broker_option
-def watch(job_ids: tuple[str, ...], broker: str | None) -> None:
+def watch(job_ids: tuple[str, ...], group_id: str | None, broker: str | None) -> None:
     """Live progress bars (iteration, it/s, ETA, loss) until the jobs end; Ctrl-C leaves them running."""
     from producer import render
     from producer.watch import watch as watch_jobs
 
     c = client(broker)
-    ids = [c.job(j).id for j in dict.fromkeys(job_ids)]  # unknown ids exit 2 before drawing anything
+    ids = [c.job(j).id for j in jobs_or_group(c, job_ids, group_id)]  # unknown ids exit 2 before drawing
     try:
         finals = watch_jobs(c.store, ids, render.console())
     except KeyboardInterrupt:

@@ -9,6 +9,8 @@ import click
 from producer.commands.common import (
     broker_option,
     client,
+    group_option,
+    jobs_or_group,
     json_option,
     print_json,
     progress_printer,
@@ -148,15 +150,16 @@ def result(job_id: str, output: Path | None, as_json: bool, broker: str | None) 
 
 
 @click.command()
-@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
+@click.argument("job_ids", metavar="[JOB]...", nargs=-1)
+@group_option
 @click.option("--wait", "wait_s", type=click.FloatRange(0), default=10, show_default=True,
               help="Seconds to wait for running jobs to stop.")
 @json_option
 @broker_option
-def cancel(job_ids: tuple[str, ...], wait_s: float, as_json: bool, broker: str | None) -> None:
+def cancel(job_ids: tuple[str, ...], group_id: str | None, wait_s: float, as_json: bool, broker: str | None) -> None:
     """Cancel jobs: queued ones never start; running ones stop within a second, keeping their history."""
     c = client(broker)
-    jobs = [c.job(j) for j in dict.fromkeys(job_ids)]  # unknown ids exit 2 before anything is cancelled
+    jobs = [c.job(j) for j in jobs_or_group(c, job_ids, group_id)]  # unknown ids exit 2 before any cancel
     finals = [job.cancel(wait_s) for job in jobs]
     if as_json:
         print_json([f.to_status() for f in finals])

@@ -1,7 +1,8 @@
-"""Submitting jobs: `submit op`, `submit train`."""
+"""Submitting jobs: `submit op`, `submit train` (with sweeps), `submit -f jobs.yaml`, and `rerun`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +18,7 @@ from producer.commands.common import (
 )
 
 OPS = ("add", "sub", "mul", "div", "matmul")
+PRIORITIES = ("high", "normal", "low")
 
 
 def submit_options(f):
@@ -25,6 +27,8 @@ def submit_options(f):
                      help="auto: a GPU worker when one is alive, else the CPU."),
         click.option("--queue", metavar="NAME", help="Send to this queue (a node group started with "
                                                     "`tensorq worker --queue NAME`) instead of gpu/cpu."),
+        click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True,
+                     help="Workers take high before normal before low."),
         click.option("--wait", is_flag=True, help="Wait for the job, printing progress; exit 1 if it fails."),
         click.option("--watch", is_flag=True, help="Wait with a live progress bar; exit 1 if the job fails."),
         json_option,
@@ -34,9 +38,26 @@ def submit_options(f):
     return f
 
 
-@click.group()
-def submit() -> None:
-    """Submit a job."""
+@click.group(invoke_without_command=True)
+@click.option("-f", "--file", "job_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Submit every job of a YAML or JSON job file (see `tensorq schema`), as one group.")
+@click.option("--wait", is_flag=True, help="With -f: wait for every job; exit 1 if one fails.")
+@click.option("--watch", is_flag=True, help="With -f: live progress bars until every job ends.")
+@json_option
+@broker_option
+@click.pass_context
+def submit(ctx: click.Context, job_file: Path | None, wait: bool, watch: bool, as_json: bool,
+           broker: str | None) -> None:
+    """Submit a job (`submit op`, `submit train`) or a whole job file (`submit -f jobs.yaml`)."""
+    if ctx.invoked_subcommand is not None:
+        if job_file is not None:
+            raise click.UsageError("give either -f FILE or a job kind (op, train), not both")
+        return
+    if job_file is None:
+        raise click.UsageError("give a job kind (op, train) or -f FILE")
+    c = client(broker)
+    group_id, jobs = c.submit_file(job_file)  # validated whole: a bad job enqueues nothing
+    _after_group(c, group_id, jobs, wait, watch, as_json)
 
 
 @submit.command("op")
@@ -48,10 +69,10 @@ def submit() -> None:
               help="Cast both operands (default: as given; literals read like torch.tensor).")
 @submit_options
 def submit_op(op: str, a: str, b: str, seed: int | None, dtype: str | None, device: str, queue: str | None,
-              wait: bool, watch: bool, as_json: bool, broker: str | None) -> None:
+              priority: str, wait: bool, watch: bool, as_json: bool, broker: str | None) -> None:
     """Run OP on A and B: each a JSON literal, randn:2x2x2, or a .npy/.safetensors/.pt/.json file."""
     c = client(broker)  # operands and spec are checked before Redis is opened
-    job = c.submit_op(op, a, b, device=device, seed=seed, dtype=dtype, queue=queue)
+    job = c.submit_op(op, a, b, device=device, seed=seed, dtype=dtype, queue=queue, priority=priority)
     _after_submit(c, job, wait, watch, as_json)
 
 
@@ -72,13 +93,72 @@ def submit_op(op: str, a: str, b: str, seed: int | None, dtype: str | None, devi
               help="Fail the job after this much training time (its history is kept).")
 @click.option("--checkpoint-every", type=click.IntRange(1), metavar="N",
               help="Checkpoint every N iterations (default: about every 30 s of work).")
+@click.option("--sweep", "sweeps", multiple=True, metavar="FIELD=V1,V2,...",
+              help="Run the grid over these values (repeatable; e.g. --sweep lr=1e-6,1e-5).")
+@click.option("--seeds", type=click.IntRange(1), metavar="N", help="Repeat each job with seeds seed .. seed+N-1.")
 @submit_options
-def submit_train(device: str, queue: str | None, wait: bool, watch: bool, as_json: bool, broker: str | None,
-                 **options: Any) -> None:
-    """Train the note's two-layer network; the loss of every iteration is kept."""
-    c = client(broker)  # the spec is checked before Redis is opened
-    job = c.submit_train(queue=queue, **options, device=device)
+def submit_train(device: str, queue: str | None, priority: str, wait: bool, watch: bool, as_json: bool,
+                 broker: str | None, sweeps: tuple[str, ...], seeds: int | None, **options: Any) -> None:
+    """Train the note's two-layer network; the loss of every iteration is kept. With --sweep/--seeds, a
+    group of jobs: the grid of the swept values times the seeds."""
+    from shared.sweeps import parse_sweep_option
+
+    c = client(broker)  # specs are checked before Redis is opened
+    options = {k: v for k, v in options.items() if v is not None}
+    if sweeps or seeds:
+        grid = dict(parse_sweep_option(text) for text in sweeps)
+        group_id, jobs = c.sweep({"kind": "train", **options, "device": device}, grid, seeds, queue, priority)
+        _after_group(c, group_id, jobs, wait, watch, as_json)
+        return
+    job = c.submit_train(queue=queue, priority=priority, **options, device=device)
     _after_submit(c, job, wait, watch, as_json)
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("--set", "changes", multiple=True, metavar="FIELD=VALUE", help="Change a spec field (repeatable).")
+@click.option("--wait", is_flag=True, help="Wait for the new job; exit 1 if it fails.")
+@click.option("--watch", is_flag=True, help="Wait with a live progress bar.")
+@json_option
+@broker_option
+def rerun(job_id: str, changes: tuple[str, ...], wait: bool, watch: bool, as_json: bool, broker: str | None) -> None:
+    """Submit a job's spec again (optionally changed); the new job records which one it reruns."""
+    from shared.errors import BadInput
+    from shared.sweeps import parse_sweep_option
+
+    updates = {}
+    for text in changes:
+        name, values = parse_sweep_option(text)
+        if len(values) != 1:
+            raise BadInput(f"--set: one value per field (got {text!r})")
+        updates[name] = values[0]
+    c = client(broker)
+    _after_submit(c, c.rerun(job_id, updates), wait, watch, as_json)
+
+
+def _after_group(c, group_id: str, jobs: list, wait: bool, watch: bool, as_json: bool) -> None:
+    """A group's contract: `--json` prints {"group", "ids"} (with --wait, after the jobs ended)."""
+    records = [j.status() for j in jobs]
+    for queue in sorted({r.queue for r in records}):
+        if not c.registry.serves(queue):
+            say(f"warning: no live worker consumes queue {queue!r}; its jobs wait there")
+    if not as_json:
+        queues = ", ".join(sorted({r.queue for r in records}))
+        say(f"submitted {len(jobs)} jobs as group {group_id} (queue {queues}); `tensorq group {group_id}` ranks them")
+    finals = records
+    if watch and not as_json:
+        from producer import render
+        from producer.watch import watch as watch_jobs
+
+        finals = watch_jobs(c.store, [j.id for j in jobs], render.console())
+    elif wait or watch:
+        finals = [j.wait() for j in jobs]
+    if as_json:
+        print_json({"group": group_id, "ids": [j.id for j in jobs]})
+    else:
+        click.echo(group_id)
+    if wait or watch:
+        report_failures(finals)
 
 
 def _after_submit(c, job, wait: bool, watch: bool, as_json: bool) -> None:

@@ -1,0 +1,166 @@
+"""Experiments: job files and sweeps, expanded into plain job specs and validated whole before anything is
+enqueued. An error names the file, the job and the field."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.errors import BadInput
+from shared.protocol import Priority
+from shared.specs import TensorOpSpec, TrainSpec, parse_spec
+
+MAX_JOBS_PER_SUBMIT = 10_000  # a typo in a sweep should not enqueue a million jobs
+EXTRA_KEYS = ("sweep", "seeds", "priority", "queue")
+
+
+@dataclass
+class Planned:
+    """One job to submit: its spec, where it goes, and the swept values that made it."""
+
+    spec: TensorOpSpec | TrainSpec
+    priority: str = Priority.NORMAL.value
+    queue: str | None = None
+    swept: dict[str, Any] = field(default_factory=dict)
+
+
+def field_name(key: str) -> str:
+    """Flags and file keys may be written `hidden-size` or `hidden_size`."""
+    return key.strip().replace("-", "_")
+
+
+def parse_sweep_option(text: str) -> tuple[str, list[Any]]:
+    """`lr=1e-6,1e-5` -> ("lr", [1e-06, 1e-05]); values read as JSON when they can be (numbers), else text."""
+    name, sep, values = text.partition("=")
+    if not sep or not name.strip() or not values.strip():
+        raise BadInput(f"--sweep: expected FIELD=V1,V2,... such as lr=1e-6,1e-5 (got {text!r})")
+    return field_name(name), [_value(v.strip()) for v in values.split(",") if v.strip()]
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def expand(entry: dict[str, Any], where: str) -> list[Planned]:
+    """One entry (a job, maybe with `sweep`, `seeds`, `priority`, `queue`) -> the jobs it stands for."""
+    if not isinstance(entry, dict):
+        raise BadInput(f"{where}: a job must be a mapping of fields")
+    body = {field_name(k): v for k, v in entry.items()}
+    sweep = body.pop("sweep", None) or {}
+    seeds = body.pop("seeds", None)
+    priority = body.pop("priority", Priority.NORMAL.value)
+    queue = body.pop("queue", None)
+    if priority not in {p.value for p in Priority}:
+        raise BadInput(f"{where}: priority: must be high, normal or low (got {priority!r})")
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+        raise BadInput(f"{where}: sweep: must map fields to non-empty lists of values")
+    sweep = {field_name(k): v for k, v in sweep.items()}
+    grid: dict[str, list[Any]] = dict(sweep)
+    if seeds is not None:
+        if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+            raise BadInput(f"{where}: seeds: must be a whole number of at least 1")
+        if "seed" in grid:
+            raise BadInput(f"{where}: give either seeds or a seed sweep, not both")
+        base = body.get("seed", 0)
+        grid["seed"] = [base + k for k in range(seeds)] if isinstance(base, int) else [base]
+    combos = list(itertools.product(*grid.values())) if grid else [()]
+    if len(combos) > MAX_JOBS_PER_SUBMIT:
+        raise BadInput(f"{where}: the sweep makes {len(combos):,} jobs, over the limit of {MAX_JOBS_PER_SUBMIT:,}")
+    planned = []
+    for combo in combos:
+        values = dict(zip(grid, combo, strict=True))
+        label = where + (" (" + ", ".join(f"{k}={v}" for k, v in values.items()) + ")" if values else "")
+        try:
+            spec = parse_spec({**body, **values})
+        except BadInput as e:
+            raise BadInput(f"{label}: {e}") from None
+        planned.append(Planned(spec, priority, queue, values))
+    return planned
+
+
+def expand_all(entries: Iterable[tuple[str, dict[str, Any]]]) -> list[Planned]:
+    planned: list[Planned] = []
+    for where, entry in entries:
+        planned.extend(expand(entry, where))
+        if len(planned) > MAX_JOBS_PER_SUBMIT:
+            raise BadInput(f"{where}: over {MAX_JOBS_PER_SUBMIT:,} jobs in one submit")
+    return planned
+
+
+def load_job_file(path: Path, read_operand: Any) -> list[Planned]:
+    """A YAML or JSON job file: a list of jobs, or `{"jobs": [...]}`. `read_operand(value, label, base_dir)`
+    turns an op job's `a`/`b` into its spec form (paths are relative to the file)."""
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file")
+    try:
+        text = path.read_text()
+        if path.suffix.lower() == ".json":
+            doc = json.loads(text)
+        else:
+            import yaml
+
+            doc = yaml.safe_load(text)
+    except (OSError, ValueError) as e:  # unreadable, or not JSON
+        raise BadInput(f"{path}: cannot read it: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # yaml.YAMLError: not YAML
+        raise BadInput(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    jobs = doc.get("jobs") if isinstance(doc, dict) else doc
+    if not isinstance(jobs, list) or not jobs:
+        raise BadInput(f"{path}: expected a list of jobs (or a mapping with a `jobs` list)")
+    entries = []
+    for k, entry in enumerate(jobs, start=1):
+        where = f"{path}: job {k}"
+        if isinstance(entry, dict) and entry.get("kind") == "op":
+            entry = dict(entry)
+            for name in ("a", "b"):
+                if name in entry:
+                    entry[name] = read_operand(entry[name], f"{where}: {name}", path.parent)
+        entries.append((where, entry))
+    return expand_all(entries)
+
+
+# --- the job file's JSON Schema, generated from the specs -------------------------------------------------
+
+def _hyphen(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Extras(BaseModel):
+    model_config = ConfigDict(alias_generator=_hyphen, populate_by_name=True, extra="forbid")
+    sweep: dict[str, list[Any]] | None = Field(None, description="field -> values; the jobs are the grid")
+    seeds: int | None = Field(None, ge=1, description="repeat each job with seeds seed, seed+1, ...")
+    priority: Priority = Priority.NORMAL
+    queue: str | None = None
+
+
+class TrainEntry(TrainSpec, _Extras):
+    model_config = ConfigDict(alias_generator=_hyphen, populate_by_name=True, extra="forbid", frozen=False)
+
+
+class OpEntry(_Extras):
+    kind: str = Field("op", pattern="^op$")
+    op: str = Field(pattern="^(add|sub|mul|div|matmul)$")
+    a: Any = Field(description="a JSON literal (nested list or number), randn:SHAPE, or a file path")
+    b: Any = Field(description="as a")
+    seed: int | None = Field(None, ge=0)
+    dtype: str | None = Field(None, pattern="^(float16|float32|float64|int32|int64)$")
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+
+
+def json_schema() -> dict[str, Any]:
+    entry = TrainEntry | OpEntry
+    schema = TypeAdapter(list[entry]).json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "tensorq job file"
+    schema["description"] = "A list of jobs (train or op), each with the CLI flags as fields, plus optional " \
+                            "sweep, seeds, priority and queue."
+    return schema
