@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from shared import defaults
 from shared import settings as settings_mod
 from shared.errors import BadInput, BrokerUnreachable, JobNotFound, TensorqError
@@ -28,10 +26,12 @@ from shared.settings import Settings
 from shared.store import JobRecord, JobStore
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from shared.groups import GroupRecord
     from shared.sweeps import Planned
 
-LossCallback = Callable[[int, np.ndarray], None]  # (first iteration, losses) as batches arrive
+LossCallback = Callable[[int, "np.ndarray"], None]  # (first iteration, losses) as batches arrive
 
 
 def new_job_id() -> str:

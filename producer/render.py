@@ -7,11 +7,12 @@ import os
 import sys
 import time
 from collections.abc import Iterable
-from typing import IO, Any
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, Any
 
 from shared.store import JobRecord
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PIPE_WIDTH = 160
 STATE_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "magenta"}
@@ -59,17 +60,21 @@ def final_loss(r: JobRecord) -> str:
 
 
 def status(r: JobRecord) -> None:
-    c = console()
-    style = STATE_STYLE.get(r.state, "")
-    c.print(f"job      {r.id}  [{style}]{r.state}[/]")
-    c.print(f"kind     {r.kind}  queue {r.queue}")
-    c.print(f"spec     {spec_line(r.spec)}")
-    c.print(f"worker   {r.worker or '-'}  device {r.device or '-'}")
-    c.print(f"times    submitted {ago(r.submitted_at)}, ran {duration(run_time(r))}")
+    """Plain lines, coloured with click (already loaded): `tensorq status` starts fast without rich."""
+    import click
+
+    lines = [f"job      {r.id}  {click.style(r.state, fg=STATE_STYLE.get(r.state))}",
+             f"kind     {r.kind}  queue {r.queue}  priority {r.priority}"
+             + (f"  group {r.group}" if r.group else "") + (f"  rerun of {r.rerun_of}" if r.rerun_of else ""),
+             f"spec     {spec_line(r.spec)}",
+             f"worker   {r.worker or '-'}  device {r.device or '-'}  attempts {r.attempts}",
+             f"times    submitted {ago(r.submitted_at)}, ran {duration(run_time(r))}"]
     if r.error:
-        c.print(f"error    [red]{escape(r.error)}[/]")
+        lines.append(f"error    {click.style(r.error, fg='red')}")
     if r.summary:
-        c.print("summary  " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.summary.items()))
+        lines.append("summary  " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.summary.items()))
+    for line in lines:
+        click.echo(line)
 
 
 def spec_line(spec: dict[str, Any]) -> str:
@@ -78,7 +83,7 @@ def spec_line(spec: dict[str, Any]) -> str:
             return ("randn:" if o.get("source") == "randn" else "") + "x".join(map(str, o.get("shape", []))) or "scalar"
         return f"{spec.get('op')} {shape(spec.get('a', {}))} {shape(spec.get('b', {}))}"
     skip = {"kind"}
-    return " ".join(f"{k.replace('_', '-')}={v}" for k, v in spec.items() if k not in skip)
+    return " ".join(f"{k.replace('_', '-')}={v}" for k, v in spec.items() if k not in skip and v is not None)
 
 
 def _fmt(v: Any) -> str:
@@ -133,6 +138,8 @@ def node_state_text(n: dict[str, Any]) -> str:
 
 
 def tensor(array: np.ndarray, out: IO[str] = sys.stdout) -> None:
+    import numpy as np
+
     with np.printoptions(precision=6, suppress=True, linewidth=100):
         out.write(f"{np.array2string(array)}\n")
     out.write(f"dtype {array.dtype}, shape {'x'.join(map(str, array.shape)) or 'scalar'}\n")

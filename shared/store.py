@@ -12,18 +12,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from shared import defaults
 from shared.errors import JobNotFound
 from shared.keys import Keys
 from shared.protocol import FINISHED_STATES, JobState
 
 if TYPE_CHECKING:
+    import numpy as np
     import redis
 
 # Losses are packed as float32 unless the job trains in float64, so float32 runs keep every value exactly.
-LOSS_DTYPES = {"f4": np.dtype("<f4"), "f8": np.dtype("<f8")}
+LOSS_DTYPES = {"f4": "<f4", "f8": "<f8"}
 # Cancel atomically: a queued job is cancelled at once; a running one is flagged for its worker.
 _CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -227,6 +226,8 @@ class JobStore:
 
     def append_losses(self, job_id: str, first_iteration: int, losses: np.ndarray) -> None:
         """One stream entry holding a batch of consecutive losses."""
+        import numpy as np
+
         code = "f8" if losses.dtype == np.float64 else "f4"
         packed = np.asarray(losses, dtype=LOSS_DTYPES[code], order="C").tobytes()
         self.redis.xadd(self.keys.loss(job_id), {"i": first_iteration, "t": code, "d": packed})
@@ -261,6 +262,8 @@ class JobStore:
         return out[::-1]
 
     def losses(self, job_id: str) -> np.ndarray:
+        import numpy as np
+
         chunks = [values for _, _, values in self.loss_chunks(job_id)]
         return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.float64)
 
@@ -321,5 +324,7 @@ class JobStore:
 
 
 def decode_loss_entry(fields: dict[bytes, bytes]) -> tuple[int, np.ndarray]:
+    import numpy as np  # here, not at the top: `tensorq status` and `list` never need it
+
     dtype = LOSS_DTYPES[fields[b"t"].decode()]
     return int(fields[b"i"]), np.frombuffer(fields[b"d"], dtype=dtype).astype(np.float64)
