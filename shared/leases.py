@@ -11,13 +11,10 @@ from shared.keys import Keys
 if TYPE_CHECKING:
     import redis
 
-# Renew or release only a lease we still hold: another worker may have taken the job since.
+# Renew only a lease we still hold: another worker may have taken the job since. (A job takes its lease
+# and gives it back in the job store's begin/finish scripts, with its state.)
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 # A running job whose lease is gone goes back to `queued`, atomically, so two reapers never both take it.
@@ -39,19 +36,11 @@ class Leases:
         self.redis = client
         self.keys = keys
         self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
         self._reap = client.register_script(_REAP)
-
-    def acquire(self, job_id: str, holder: str) -> bool:
-        """Take the job's lease; False when a live worker holds it (the job is running elsewhere)."""
-        return bool(self.redis.set(self.keys.lease(job_id), holder, nx=True, ex=defaults.LEASE_TTL_S))
 
     def renew(self, job_id: str, holder: str) -> bool:
         """Extend our lease; False when it lapsed or another worker took it."""
         return bool(self._renew(keys=[self.keys.lease(job_id)], args=[holder, defaults.LEASE_TTL_S]))
-
-    def release(self, job_id: str, holder: str) -> None:
-        self._release(keys=[self.keys.lease(job_id)], args=[holder])
 
     def holder(self, job_id: str) -> str | None:
         raw = self.redis.get(self.keys.lease(job_id))

@@ -37,6 +37,22 @@ if state == 'running' then
 end
 return state
 """
+# Start an attempt in one round trip: refuse a finished job (redelivered message) or a leased one (running
+# elsewhere); otherwise take the lease and mark the job running.
+_BEGIN = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return state end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'leased' end
+redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[3], 'device', ARGV[4], 'started_at', ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('SADD', KEYS[3], ARGV[6])
+return 'ok'
+"""
+# Release a lease only while we hold it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 FILE_ARTIFACT = "file:"  # a stored blob with this prefix names a file instead of holding bytes
 ARTIFACT_NAMES = ("result", "weights")
 
@@ -106,6 +122,8 @@ class JobStore:
         self.artifact_dir = artifact_dir
         self.history_ttl_s = history_ttl_s  # None: keep finished jobs forever
         self._cancel = client.register_script(_CANCEL)
+        self._begin = client.register_script(_BEGIN)
+        self._release = client.register_script(_RELEASE)
 
     # --- job records -------------------------------------------------------------------------------
 
@@ -142,13 +160,12 @@ class JobStore:
         raw = self.redis.hget(self.keys.job(job_id), "state")
         return JobState(raw.decode()) if raw else None
 
-    def mark_running(self, job_id: str, worker: str, device: str) -> None:
-        with self.redis.pipeline() as p:
-            p.hset(self.keys.job(job_id), mapping={"state": JobState.RUNNING.value, "worker": worker,
-                                                   "device": device, "started_at": repr(time.time())})
-            p.hincrby(self.keys.job(job_id), "attempts", 1)
-            p.sadd(self.keys.running, job_id)
-            p.execute()
+    def begin(self, job_id: str, lease_holder: str, worker: str, device: str) -> str:
+        """`ok` (the lease is ours and the job is `running`), `leased` (running elsewhere), or the state a
+        finished job is in; one round trip."""
+        keys = [self.keys.job(job_id), self.keys.lease(job_id), self.keys.running]
+        args = [lease_holder, defaults.LEASE_TTL_S, worker, device, repr(time.time()), job_id]
+        return self._begin(keys=keys, args=args).decode()
 
     def mark_requeued(self, job_id: str) -> None:
         """Back to `queued`: its worker stopped and handed the job back (it resumes from its checkpoint)."""
@@ -158,19 +175,29 @@ class JobStore:
             p.execute()
 
     def mark_finished(self, job_id: str, state: JobState, summary: dict[str, Any] | None = None,
-                      error: str | None = None) -> None:
+                      error: str | None = None, artifacts: dict[str, bytes] | None = None,
+                      lease_holder: str | None = None) -> None:
+        """The end of a job, in one round trip: its artifacts, summary or error, its state; its checkpoint
+        and (when `lease_holder` still holds it) its lease go."""
         fields = {"state": state.value, "finished_at": repr(time.time())}
         if summary is not None:
             fields["summary"] = json.dumps(summary)
         if error is not None:
             fields["error"] = error
         with self.redis.pipeline() as p:
+            for name, blob in (artifacts or {}).items():
+                fields[f"artifact:{name}"] = self._put_blob(self.keys.artifact(job_id, name), job_id, name, blob, p)
             p.hset(self.keys.job(job_id), mapping=fields)
             p.hdel(self.keys.job(job_id), "cancel_requested")
             p.srem(self.keys.running, job_id)
             p.delete(self.keys.checkpoint(job_id))
+            if lease_holder is not None:
+                self._release(keys=[self.keys.lease(job_id)], args=[lease_holder], client=p)
             self._expire(p, job_id)
             p.execute()
+
+    def release_lease(self, job_id: str, lease_holder: str) -> None:
+        self._release(keys=[self.keys.lease(job_id)], args=[lease_holder])
 
     def _expire(self, p: redis.client.Pipeline, job_id: str) -> None:
         if self.history_ttl_s:  # retention: the job and all it made expire together
@@ -303,7 +330,7 @@ class JobStore:
     def get_artifact(self, job_id: str, name: str) -> bytes | None:
         return self._get_blob(self.keys.artifact(job_id, name))
 
-    def _put_blob(self, key: str, job_id: str, name: str, blob: bytes) -> str:
+    def _put_blob(self, key: str, job_id: str, name: str, blob: bytes, pipe: Any = None) -> str:
         """Bytes in Redis up to the inline limit; a larger blob goes to a file and Redis holds its path.
         Returns where it went: `redis` or `file:<path>`."""
         where = "redis"
@@ -313,7 +340,7 @@ class JobStore:
             path.write_bytes(blob)
             where = FILE_ARTIFACT + str(path)
             blob = where.encode()
-        self.redis.set(key, blob)
+        (pipe or self.redis).set(key, blob)
         return where
 
     def _get_blob(self, key: str) -> bytes | None:

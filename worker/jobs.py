@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from celery.exceptions import Reject
@@ -19,57 +19,66 @@ from shared.specs import TensorOpSpec, TrainSpec, parse_spec
 from worker import context
 
 log = logging.getLogger(__name__)
-Execute = Callable[[str, Any, Any, context.WorkerContext], dict[str, Any]]
+# An executor returns the job's summary and its artifacts (name -> safetensors bytes).
+Execute = Callable[[str, Any, Any, context.WorkerContext], tuple[dict[str, Any], dict[str, bytes]]]
 TASK_KWARGS = {"spec"}
 
 
 def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any], kind: str,
             execute: Execute) -> dict[str, Any]:
-    """Run `execute(job_id, spec, device, ctx)` exactly once per job, whatever message brought it."""
+    """Run `execute(job_id, spec, device, ctx)` exactly once per job, whatever message brought it.
+    Two round trips to Redis around the work: `begin` (lease, state) and `mark_finished` (all it made)."""
     ctx = context.get(node)
-    state = ctx.store.state(job_id)
-    if state is not None and state.finished:
-        log.warning("job %s is already %s; dropping the redelivered message", job_id, state.value)
-        return {"skipped": f"already {state.value}"}
-    holder = f"{ctx.node} {uuid.uuid4().hex}"
-    if not ctx.leases.acquire(job_id, holder):
-        log.warning("job %s is running on %s; dropping this duplicate message", job_id, ctx.leases.holder(job_id))
-        return {"skipped": "running elsewhere"}
-    ctx.start_job(job_id, holder)
     try:
         spec = decode(args, kwargs, kind)
         device = resolve_device(spec.device)
-        ctx.store.mark_running(job_id, ctx.node, str(device))
-        summary = execute(job_id, spec, device, ctx)
-    except Interrupted as e:
-        interrupted(ctx, job_id, e)
     except Exception as e:
-        message = readable(e)
-        log.error("job %s failed: %s", job_id, message)
-        ctx.store.mark_finished(job_id, JobState.FAILED, error=message)
-        raise JobFailed(message) from None
+        state = ctx.store.state(job_id)
+        if state is not None and state.finished:
+            return {"skipped": f"already {state.value}"}
+        fail(ctx, job_id, readable(e))
+    holder = f"{ctx.node} {uuid.uuid4().hex}"
+    outcome = ctx.store.begin(job_id, holder, ctx.node, str(device))
+    if outcome == "leased":
+        log.warning("job %s is running on %s; dropping this duplicate message", job_id, ctx.leases.holder(job_id))
+        return {"skipped": "running elsewhere"}
+    if outcome != "ok":
+        log.warning("job %s is already %s; dropping the redelivered message", job_id, outcome)
+        return {"skipped": f"already {outcome}"}
+    ctx.start_job(job_id, holder)
+    try:
+        summary, artifacts = execute(job_id, spec, device, ctx)
+    except Interrupted as e:
+        interrupted(ctx, job_id, holder, e)
+    except Exception as e:
+        fail(ctx, job_id, readable(e), holder)
     finally:
-        ctx.leases.release(job_id, holder)
         ctx.end_job()
-    ctx.store.mark_finished(job_id, JobState.SUCCEEDED, summary=summary)
+    ctx.store.mark_finished(job_id, JobState.SUCCEEDED, summary=summary, artifacts=artifacts, lease_holder=holder)
     return summary
 
 
-def interrupted(ctx: context.WorkerContext, job_id: str, e: Interrupted) -> None:
+def fail(ctx: context.WorkerContext, job_id: str, message: str, lease_holder: str | None = None) -> NoReturn:
+    log.error("job %s failed: %s", job_id, message)
+    ctx.store.mark_finished(job_id, JobState.FAILED, error=message, lease_holder=lease_holder)
+    raise JobFailed(message) from None
+
+
+def interrupted(ctx: context.WorkerContext, job_id: str, holder: str, e: Interrupted) -> NoReturn:
     """A job stopped on request ends cancelled, failed (timeout), or goes back to its queue."""
     if e.reason == "cancel":
         log.warning("job %s cancelled at iteration %d", job_id, e.iteration)
-        ctx.store.mark_finished(job_id, JobState.CANCELLED, error=f"cancelled at iteration {e.iteration}")
+        ctx.store.mark_finished(job_id, JobState.CANCELLED, error=f"cancelled at iteration {e.iteration}",
+                                lease_holder=holder)
         raise JobCancelled(f"cancelled at iteration {e.iteration}") from None
     if e.reason.startswith("timed out"):
-        message = f"{e.reason} (at iteration {e.iteration})"
-        ctx.store.mark_finished(job_id, JobState.FAILED, error=message)
-        raise JobFailed(message) from None
+        fail(ctx, job_id, f"{e.reason} (at iteration {e.iteration})", holder)
     if e.reason == "lease lost":  # another worker runs it now: leave its state alone, drop this message
         log.error("job %s: lease lost at iteration %d; another worker has it", job_id, e.iteration)
         raise Reject("lease lost", requeue=False) from None
     log.warning("job %s handed back to its queue at iteration %d (checkpointed)", job_id, e.iteration)
     ctx.store.mark_requeued(job_id)
+    ctx.store.release_lease(job_id, holder)
     raise Reject("handed back by a stopping worker", requeue=True) from None
 
 
@@ -104,7 +113,8 @@ def readable(e: BaseException) -> str:
     return text if isinstance(e, TensorqError) else f"{type(e).__name__}: {text}"
 
 
-def execute_op(job_id: str, spec: TensorOpSpec, device, ctx: context.WorkerContext) -> dict[str, Any]:
+def execute_op(job_id: str, spec: TensorOpSpec, device, ctx: context.WorkerContext
+               ) -> tuple[dict[str, Any], dict[str, bytes]]:
     import torch
 
     from shared.tensors import safetensors_bytes
@@ -115,7 +125,7 @@ def execute_op(job_id: str, spec: TensorOpSpec, device, ctx: context.WorkerConte
     result, used = ops.run(spec, device)
     seconds = time.perf_counter() - t0
     array: np.ndarray = ops.to_numpy(result)
-    ctx.store.put_artifact(job_id, "result", safetensors_bytes({"result": array}))
-    return {"op": spec.op, "shape": list(array.shape), "dtype": str(result.dtype).removeprefix("torch."),
-            "seconds": round(seconds, 6), "device": describe_torch_device(used), "worker": ctx.node,
-            "torch": torch.__version__, "cuda": torch.version.cuda, "tensorq": __version__}
+    summary = {"op": spec.op, "shape": list(array.shape), "dtype": str(result.dtype).removeprefix("torch."),
+               "seconds": round(seconds, 6), "device": describe_torch_device(used), "worker": ctx.node,
+               "torch": torch.__version__, "cuda": torch.version.cuda, "tensorq": __version__}
+    return summary, {"result": safetensors_bytes({"result": array})}

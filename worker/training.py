@@ -23,7 +23,8 @@ from worker.devices import describe_torch_device
 log = logging.getLogger(__name__)
 
 
-def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContext) -> dict[str, Any]:
+def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContext
+                  ) -> tuple[dict[str, Any], dict[str, bytes]]:
     check_fits(spec, device)
     resume = load_checkpoint(ctx, job_id)
     # the history holds exactly the iterations before the resume point (all of it goes on a fresh start)
@@ -48,11 +49,10 @@ def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: Worke
         # bfloat16 widens exactly to float32, which numpy (and so every client) can read
         weights = {n: (w.float() if w.dtype == torch.bfloat16 else w).cpu().contiguous()
                    for n, w in (("w1", result.w1), ("w2", result.w2))}
-        ctx.store.put_artifact(job_id, "weights", save(weights, metadata={"job": job_id,
-                                                                          "spec": spec.model_dump_json()}))
+        blob = save(weights, metadata={"job": job_id, "spec": spec.model_dump_json()})
     finally:
         release_gpu_memory(device, job_id)
-    return {
+    summary = {
         "final_loss": result.final_loss,
         "best_loss": result.best_loss,
         "best_iteration": result.best_iteration,
@@ -67,6 +67,7 @@ def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: Worke
         "tensorq": __version__,
         "python": platform.python_version(),
     }
+    return summary, {"weights": blob}
 
 
 class Checkpoint:
