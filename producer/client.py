@@ -38,6 +38,14 @@ def new_job_id() -> str:
     return secrets.token_hex(8)
 
 
+def seed_randn(spec: dict[str, Any]) -> dict[str, Any]:
+    """An op drawing randn operands without a seed gets one, recorded in its spec so it can be rerun."""
+    sources = [o.get("source") for o in (spec.get("a"), spec.get("b")) if isinstance(o, dict)]
+    if spec.get("seed") is None and "randn" in sources:
+        return {**spec, "seed": secrets.randbelow(2**31)}
+    return spec
+
+
 class Client:
     def __init__(self, broker: str | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or settings_mod.resolve(broker)
@@ -65,9 +73,56 @@ class Client:
 
         spec = {"kind": Kind.OP.value, "op": op, "a": operand(a, "A"), "b": operand(b, "B"),
                 "device": device, "dtype": dtype, "seed": seed}
-        if seed is None and "randn" in (spec["a"]["source"], spec["b"]["source"]):
-            spec["seed"] = secrets.randbelow(2**31)  # recorded in the spec, so the job can be rerun exactly
-        return self.submit(spec, queue, priority)
+        return self.submit(seed_randn(spec), queue, priority)
+
+    def map_op(self, op: str, pairs: Any, device: str = "auto", dtype: str | None = None,
+               seed: int | None = None, queue: str | None = None, priority: str = "normal") -> list[Job]:
+        """`op(a, b)` for every (a, b) in `pairs`: each its own job (state, result), but sent many to a message,
+        so tiny ops cost a fraction of a message each."""
+        specs = [{"op": op, "a": a, "b": b, "device": device, "dtype": dtype, "seed": seed} for a, b in pairs]
+        return self.submit_ops(specs, queue, priority)[1]
+
+    def submit_ops(self, ops: list[dict[str, Any]], queue: str | None = None, priority: str = "normal",
+                   base_dir: Path | None = None) -> tuple[str, list[Job]]:
+        """Op jobs given as dicts (op, a, b, and optionally seed, dtype, device), batched into few messages
+        under one group; all are validated before any is sent."""
+        from producer.inputs import file_operand
+        from shared.dispatch import send_batch
+        from shared.groups import GroupStore
+        from shared.specs import parse_spec
+
+        if not ops:
+            raise BadInput("no ops to submit")
+        specs = []
+        for k, item in enumerate(ops, start=1):
+            if not isinstance(item, dict):
+                raise BadInput(f"op {k}: expected an object with op, a and b")
+            spec = {"kind": Kind.OP.value, **item}
+            for name in ("a", "b"):
+                if name in spec:
+                    spec[name] = file_operand(spec[name], f"op {k}: {name.upper()}", base_dir or Path.cwd())
+            try:
+                specs.append(parse_spec(seed_randn(spec)))
+            except BadInput as e:
+                raise BadInput(f"op {k}: {e}") from None
+        if queue is not None and not QUEUE_NAME.fullmatch(queue):
+            raise BadInput(f"--queue: {queue!r} is not a queue name (letters, digits, '.', '_', '-')")
+        devices = {s.device for s in specs}
+        if len(devices) > 1:
+            raise BadInput(f"one batch runs on one device; these ops ask for {', '.join(sorted(devices))}")
+        target = queue_for(queue or self.route(devices.pop()), priority)
+        group_id = "g" + new_job_id()[1:]
+        jobs = [(new_job_id(), spec) for spec in specs]
+        ids = [job_id for job_id, _ in jobs]
+        self.store.create_many([(job_id, Kind.OP.value, spec.model_dump(mode="json"), target,
+                                 {"priority": priority, "group": group_id}) for job_id, spec in jobs])
+        try:
+            send_batch(self.celery, group_id, jobs, target)
+        except Exception as e:
+            self.store.delete(*ids)
+            raise BrokerUnreachable(f"{unreachable_message(self.settings)}: {e}") from e
+        GroupStore(self.store.redis, self.store.keys).create(group_id, ids, [], "batch")
+        return group_id, [Job(self, job_id) for job_id in ids]
 
     def submit_train(self, queue: str | None = None, priority: str = "normal", **options: Any) -> Job:
         """A training job; options are the CLI flags as keyword arguments (hidden_size=100, lr=1e-6, ...)."""
@@ -140,15 +195,14 @@ class Client:
                 gpu_alive = self.registry.serves(Queue.GPU.value)  # asked once per submit, not per job
             base = p.queue or self.route(p.spec.device, gpu_alive)
             routed.append((new_job_id(), p, queue_for(base, p.priority)))
-        for job_id, p, queue in routed:
-            store.create(job_id, p.spec.kind, p.spec.model_dump(mode="json"), queue, priority=p.priority,
-                         group=group, rerun_of=rerun_of)
+        store.create_many([(job_id, p.spec.kind, p.spec.model_dump(mode="json"), queue,
+                            {"priority": p.priority, "group": group, "rerun_of": rerun_of})
+                           for job_id, p, queue in routed])
         for k, (job_id, p, queue) in enumerate(routed):
             try:
                 send_job(self.celery, job_id, p.spec, queue)
             except Exception as e:  # any failure to publish: forget what was not sent
-                for unsent, _, _ in routed[k:]:
-                    store.delete(unsent)
+                store.delete(*(unsent for unsent, _, _ in routed[k:]))
                 raise BrokerUnreachable(f"{unreachable_message(self.settings)}: {e}") from e
         return [Job(self, job_id) for job_id, _, _ in routed]
 
@@ -216,21 +270,25 @@ class Job:
         return self.status()
 
     def _follow(self, deadline: float | None, timeout: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Loss batches as they arrive, until the job ends: blocking reads of its loss stream and of the
+        stream of ended jobs, so a waiter wakes the moment its job ends (no polling)."""
         store, after = self.client.store, "0-0"
-        while True:
-            record = self.status()
-            if record.finished:
-                if record.kind == Kind.TRAIN.value:  # whatever arrived since the last read
-                    yield from ((first, values) for _, first, values in store.loss_chunks(self.id, after))
-                return
+        cursor = store.finished_cursor()
+        record = self.status()
+        while not record.finished:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} is still {record.state} after {timeout} s")
-            if record.kind == Kind.TRAIN.value:  # a blocking read doubles as the wait: no polling storm
-                for entry_id, first, values in store.wait_losses(self.id, after, defaults.WAIT_BLOCK_MS):
-                    after = entry_id
-                    yield first, values
-            else:
-                time.sleep(defaults.WAIT_POLL_S)
+            training = record.kind == Kind.TRAIN.value
+            losses, ended = store.wait_events({self.id: after} if training else {}, cursor, defaults.WAIT_BLOCK_MS)
+            for _, entry_id, first, values in losses:
+                after = entry_id
+                yield first, values
+            if ended:
+                cursor = ended[-1][0]
+            if not losses or any(job_id == self.id for _, job_id in ended):
+                record = self.status()
+        if record.kind == Kind.TRAIN.value:  # whatever arrived since the last read
+            yield from ((first, values) for _, first, values in store.loss_chunks(self.id, after))
 
     def cancel(self, wait_s: float = 10.0) -> JobRecord:
         """Cancel: a queued job never starts; a running one stops at its next iteration, keeps its partial

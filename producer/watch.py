@@ -90,12 +90,12 @@ def watch(store: JobStore, job_ids: list[str], console=None) -> list[JobRecord]:
     from rich.progress import BarColumn, Progress, TextColumn
 
     tracked = {j: Tracked(store.require(j)) for j in job_ids}
+    cursor = store.finished_cursor()
     with Progress(BarColumn(bar_width=30), TextColumn("{task.description}"), console=console,
                   refresh_per_second=4) as progress:
         for t in tracked.values():
             t.task_id = progress.add_task(describe(t, store), total=t.total)
         while True:
-            _read_losses(store, tracked)
             for t in tracked.values():
                 t.record = store.require(t.record.id)
                 if t.record.finished and t.record.kind == Kind.TRAIN.value:
@@ -105,20 +105,12 @@ def watch(store: JobStore, job_ids: list[str], console=None) -> list[JobRecord]:
                 progress.update(t.task_id, completed=completed, description=describe(t, store))
             if all(t.record.finished for t in tracked.values()):
                 return [t.record for t in tracked.values()]
-
-
-def _read_losses(store: JobStore, tracked: dict[str, Tracked]) -> None:
-    """One blocking XREAD over every live training job's stream; a short sleep when none is training."""
-    streams = {store.keys.loss(j): t.after for j, t in tracked.items()
-               if t.record.kind == Kind.TRAIN.value and not t.record.finished}
-    if not streams:
-        time.sleep(defaults.WAIT_POLL_S)
-        return
-    by_key = {store.keys.loss(j): t for j, t in tracked.items()}
-    from shared.store import decode_loss_entry
-
-    for key, entries in store.redis.xread(streams, block=defaults.WAIT_BLOCK_MS):
-        t = by_key[key.decode()]
-        for entry_id, fields in entries:
-            t.after = entry_id.decode()
-            t.add(*decode_loss_entry(fields))
+            # one blocking read over every live training job's losses and the stream of ended jobs
+            live = {j: t.after for j, t in tracked.items()
+                    if t.record.kind == Kind.TRAIN.value and not t.record.finished}
+            losses, ended = store.wait_events(live, cursor, defaults.WAIT_BLOCK_MS)
+            for job_id, entry_id, first, values in losses:
+                tracked[job_id].after = entry_id
+                tracked[job_id].add(first, values)
+            if ended:
+                cursor = ended[-1][0]

@@ -60,7 +60,11 @@ CANCEL_CHECK_S = 0.25
 # A training job checkpoints this often unless its spec says every N iterations.
 CHECKPOINT_INTERVAL_S = 30.0
 
-# `--wait` polls the job record this often while no loss arrives.
-WAIT_POLL_S = 0.2
-# Blocking read on the loss stream while waiting.
+# Batched op jobs (map_op, `submit op --many`): at most this many ops ride in one message.
+BATCH_MAX_OPS = 1_000
+
+# Waiting blocks on the job's loss stream and the stream of ended jobs, this long per read.
 WAIT_BLOCK_MS = 500
+# The stream of ended jobs keeps about this many entries (waiters only need the newest).
+FINISHED_STREAM_MAXLEN = 100_000
+

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.protocol import TASK_FOR_KIND, Kind
+from shared import defaults
+from shared.protocol import TASK_FOR_KIND, Kind, TaskName
 from shared.specs import TensorOpSpec, TrainSpec, describe
 
 # Publishing retries briefly; a broker that is down is reported, not waited for.
@@ -16,3 +17,18 @@ def send_job(celery: Any, job_id: str, spec: TensorOpSpec | TrainSpec, queue: st
     celery.send_task(TASK_FOR_KIND[Kind(spec.kind)].value, kwargs={"spec": spec.model_dump(mode="json")},
                      task_id=job_id, queue=queue, argsrepr="()", kwargsrepr=describe(spec), retry=True,
                      retry_policy=RETRY_POLICY)
+
+
+def send_batch(celery: Any, batch_id: str, jobs: list[tuple[str, TensorOpSpec]], queue: str) -> list[str]:
+    """Many op jobs in as few messages as the batch limit allows; returns the messages' task ids."""
+    ids = []
+    for k in range(0, len(jobs), defaults.BATCH_MAX_OPS):
+        chunk = jobs[k : k + defaults.BATCH_MAX_OPS]
+        task_id = f"{batch_id}-{k // defaults.BATCH_MAX_OPS}"
+        payload = [{"id": job_id, "spec": spec.model_dump(mode="json")} for job_id, spec in chunk]
+        celery.send_task(TaskName.TENSOR_OPS.value, kwargs={"jobs": payload},
+                         task_id=task_id, queue=queue, argsrepr="()",
+                         kwargsrepr=f"{len(chunk)} ops: {describe(chunk[0][1])}, ...", retry=True,
+                         retry_policy=RETRY_POLICY)
+        ids.append(task_id)
+    return ids

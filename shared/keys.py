@@ -30,6 +30,11 @@ class Keys:
         return f"{self.prefix}job:{job_id}:ckpt"
 
     @property
+    def finished(self) -> str:
+        """Stream, capped: one entry per job that ended (`id`, `state`): what waiters block on."""
+        return f"{self.prefix}finished"
+
+    @property
     def running(self) -> str:
         """Set: ids of jobs in state `running`, which the reaper checks for lapsed leases."""
         return f"{self.prefix}running"

@@ -8,6 +8,7 @@ from enum import Enum
 
 class TaskName(str, Enum):
     TENSOR_OP = "tensorq.tensor_op"
+    TENSOR_OPS = "tensorq.tensor_ops"  # one message carrying many op jobs (client.map_op, submit op --many)
     TRAIN = "tensorq.train"
 
 

@@ -115,6 +115,18 @@ class JobRecord:
         )
 
 
+@dataclass
+class Ending:
+    """How one job ended, for `mark_finished_many`."""
+
+    job_id: str
+    state: JobState
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    artifacts: dict[str, bytes] | None = None
+    lease_holder: str | None = None
+
+
 class JobStore:
     def __init__(self, client: redis.Redis, keys: Keys, artifact_dir: Path, history_ttl_s: int | None = None) -> None:
         self.redis = client
@@ -127,23 +139,27 @@ class JobStore:
 
     # --- job records -------------------------------------------------------------------------------
 
-    def create(self, job_id: str, kind: str, spec: dict[str, Any], queue: str, **links: str | None) -> JobRecord:
+    def create(self, job_id: str, kind: str, spec: dict[str, Any], queue: str, **links: str | None) -> None:
         """A `queued` job record; `links` are optional text fields: priority, group, rerun_of."""
-        now = time.time()
-        record = {"kind": kind, "state": JobState.QUEUED.value, "queue": queue,
-                  "spec": json.dumps(spec), "submitted_at": repr(now),
-                  **{k: v for k, v in links.items() if v is not None}}
-        with self.redis.pipeline() as p:
-            p.hset(self.keys.job(job_id), mapping=record)
-            p.zadd(self.keys.jobs, {job_id: now})
-            p.execute()
-        return JobRecord.from_hash(job_id, {k.encode(): str(v).encode() for k, v in record.items()})
+        self.create_many([(job_id, kind, spec, queue, links)])
 
-    def delete(self, job_id: str) -> None:
-        """Forget a job that never reached the queue (its send failed)."""
+    def create_many(self, jobs: list[tuple[str, str, dict[str, Any], str, dict[str, str | None]]]) -> None:
+        """Records for many jobs, (id, kind, spec, queue, links) each, in one round trip."""
+        now = time.time()
+        with self.redis.pipeline(transaction=False) as p:
+            for job_id, kind, spec, queue, links in jobs:
+                p.hset(self.keys.job(job_id), mapping={
+                    "kind": kind, "state": JobState.QUEUED.value, "queue": queue, "spec": json.dumps(spec),
+                    "submitted_at": repr(now), **{k: v for k, v in links.items() if v is not None}})
+            p.zadd(self.keys.jobs, {job_id: now for job_id, *_ in jobs})
+            p.execute()
+
+    def delete(self, *job_ids: str) -> None:
+        """Forget jobs that never reached a queue (their send failed)."""
         with self.redis.pipeline() as p:
-            p.delete(self.keys.job(job_id), self.keys.loss(job_id))
-            p.zrem(self.keys.jobs, job_id)
+            for job_id in job_ids:
+                p.delete(self.keys.job(job_id), self.keys.loss(job_id))
+            p.zrem(self.keys.jobs, *job_ids)
             p.execute()
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -159,6 +175,21 @@ class JobStore:
     def state(self, job_id: str) -> JobState | None:
         raw = self.redis.hget(self.keys.job(job_id), "state")
         return JobState(raw.decode()) if raw else None
+
+    def states(self, job_ids: list[str]) -> list[JobState | None]:
+        with self.redis.pipeline(transaction=False) as p:
+            for job_id in job_ids:
+                p.hget(self.keys.job(job_id), "state")
+            return [JobState(raw.decode()) if raw else None for raw in p.execute()]
+
+    def mark_running_many(self, job_ids: list[str], worker: str, device: str) -> None:
+        """Many ops of one batch message start together (they hold no lease: each takes microseconds, and a
+        redelivered batch re-runs only the ops that have not ended)."""
+        with self.redis.pipeline(transaction=False) as p:
+            for job_id in job_ids:
+                p.hset(self.keys.job(job_id), mapping={"state": JobState.RUNNING.value, "worker": worker,
+                                                       "device": device, "started_at": repr(time.time())})
+            p.execute()
 
     def begin(self, job_id: str, lease_holder: str, worker: str, device: str) -> str:
         """`ok` (the lease is ours and the job is `running`), `leased` (running elsewhere), or the state a
@@ -179,21 +210,28 @@ class JobStore:
                       lease_holder: str | None = None) -> None:
         """The end of a job, in one round trip: its artifacts, summary or error, its state; its checkpoint
         and (when `lease_holder` still holds it) its lease go."""
-        fields = {"state": state.value, "finished_at": repr(time.time())}
-        if summary is not None:
-            fields["summary"] = json.dumps(summary)
-        if error is not None:
-            fields["error"] = error
-        with self.redis.pipeline() as p:
-            for name, blob in (artifacts or {}).items():
-                fields[f"artifact:{name}"] = self._put_blob(self.keys.artifact(job_id, name), job_id, name, blob, p)
-            p.hset(self.keys.job(job_id), mapping=fields)
-            p.hdel(self.keys.job(job_id), "cancel_requested")
-            p.srem(self.keys.running, job_id)
-            p.delete(self.keys.checkpoint(job_id))
-            if lease_holder is not None:
-                self._release(keys=[self.keys.lease(job_id)], args=[lease_holder], client=p)
-            self._expire(p, job_id)
+        self.mark_finished_many([Ending(job_id, state, summary, error, artifacts, lease_holder)])
+
+    def mark_finished_many(self, endings: list[Ending]) -> None:
+        with self.redis.pipeline(transaction=False) as p:
+            for e in endings:
+                fields = {"state": e.state.value, "finished_at": repr(time.time())}
+                if e.summary is not None:
+                    fields["summary"] = json.dumps(e.summary)
+                if e.error is not None:
+                    fields["error"] = e.error
+                for name, blob in (e.artifacts or {}).items():
+                    fields[f"artifact:{name}"] = self._put_blob(self.keys.artifact(e.job_id, name), e.job_id, name,
+                                                                blob, p)
+                p.hset(self.keys.job(e.job_id), mapping=fields)
+                p.hdel(self.keys.job(e.job_id), "cancel_requested")
+                p.srem(self.keys.running, e.job_id)
+                p.delete(self.keys.checkpoint(e.job_id))
+                if e.lease_holder is not None:
+                    self._release(keys=[self.keys.lease(e.job_id)], args=[e.lease_holder], client=p)
+                self._expire(p, e.job_id)
+                p.xadd(self.keys.finished, {"id": e.job_id, "state": e.state.value},
+                       maxlen=defaults.FINISHED_STREAM_MAXLEN, approximate=True)
             p.execute()
 
     def release_lease(self, job_id: str, lease_holder: str) -> None:
@@ -294,11 +332,29 @@ class JobStore:
         chunks = [values for _, _, values in self.loss_chunks(job_id)]
         return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.float64)
 
-    def wait_losses(self, job_id: str, after: str, block_ms: int) -> list[tuple[str, int, np.ndarray]]:
-        """Batches newer than stream id `after`, blocking up to `block_ms` for the first to arrive."""
-        reply = self.redis.xread({self.keys.loss(job_id): after}, block=block_ms,
-                                 count=defaults.HISTORY_READ_ENTRIES)
-        return [(eid.decode(), *decode_loss_entry(f)) for _, entries in reply for eid, f in entries]
+    def finished_cursor(self) -> str:
+        """The newest entry of the ended-jobs stream: take it before looking at a state, then block from it,
+        and no ending in between is missed."""
+        newest = self.redis.xrevrange(self.keys.finished, count=1)
+        return newest[0][0].decode() if newest else "0-0"
+
+    def wait_events(self, losses_after: dict[str, str], finished_after: str, block_ms: int
+                    ) -> tuple[list[tuple[str, str, int, np.ndarray]], list[tuple[str, str]]]:
+        """Block until a loss batch of one of the jobs (job id -> last stream id read) or any job's end.
+        Returns ([(job id, stream id, first iteration, losses)], [(stream id, ended job id)])."""
+        streams = {self.keys.loss(j): after for j, after in losses_after.items()}
+        streams[self.keys.finished] = finished_after
+        reply = self.redis.xread(streams, block=block_ms, count=defaults.HISTORY_READ_ENTRIES)
+        losses, ended = [], []
+        for key, entries in reply:
+            key = key.decode()
+            for eid, fields in entries:
+                if key == self.keys.finished:
+                    ended.append((eid.decode(), fields[b"id"].decode()))
+                else:
+                    job_id = key.removeprefix(self.keys.prefix + "job:").removesuffix(":loss")
+                    losses.append((job_id, eid.decode(), *decode_loss_entry(fields)))
+        return losses, ended
 
     def trim_losses_after(self, job_id: str, last_kept: str | None) -> int:
         """Drop history entries newer than stream id `last_kept` (all of them when None): what an interrupted

@@ -28,3 +28,10 @@ def train(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
 @app.task(name=TaskName.TENSOR_OP.value, bind=True, throws=(JobFailed, JobCancelled))
 def tensor_op(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return run_job(self.request.id, self.request.hostname, args, kwargs, Kind.OP.value, execute_op)
+
+
+@app.task(name=TaskName.TENSOR_OPS.value, bind=True, throws=(JobFailed,))
+def tensor_ops(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    from worker.batch import run_batch
+
+    return run_batch(self.request.id, self.request.hostname, args, kwargs)

@@ -61,19 +61,52 @@ def submit(ctx: click.Context, job_file: Path | None, wait: bool, watch: bool, a
 
 
 @submit.command("op")
-@click.argument("op", type=click.Choice(OPS))
-@click.argument("a")
-@click.argument("b")
+@click.argument("op", type=click.Choice(OPS), required=False)
+@click.argument("a", required=False)
+@click.argument("b", required=False)
+@click.option("--many", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.jsonl",
+              help="Many ops, one JSON object per line ({\"op\", \"a\", \"b\"}), sent together in few messages.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Seed for randn:SHAPE operands.")
 @click.option("--dtype", type=click.Choice(["float16", "float32", "float64", "int32", "int64"]),
               help="Cast both operands (default: as given; literals read like torch.tensor).")
 @submit_options
-def submit_op(op: str, a: str, b: str, seed: int | None, dtype: str | None, device: str, queue: str | None,
-              priority: str, wait: bool, watch: bool, as_json: bool, broker: str | None) -> None:
+def submit_op(op: str | None, a: str | None, b: str | None, many: Path | None, seed: int | None, dtype: str | None,
+              device: str, queue: str | None, priority: str, wait: bool, watch: bool, as_json: bool,
+              broker: str | None) -> None:
     """Run OP on A and B: each a JSON literal, randn:2x2x2, or a .npy/.safetensors/.pt/.json file."""
-    c = client(broker)  # operands and spec are checked before Redis is opened
+    c = client(broker)  # operands and specs are checked before Redis is opened
+    if many is not None:
+        if op or a or b:
+            raise click.UsageError("give either OP A B or --many FILE.jsonl, not both")
+        items = [{"device": device, "dtype": dtype, "seed": seed, **item} for item in read_jsonl(many)]
+        group_id, jobs = c.submit_ops(items, queue, priority, base_dir=many.parent)
+        _after_group(c, group_id, jobs, wait, watch, as_json)
+        return
+    if not (op and a is not None and b is not None):
+        raise click.UsageError("give OP A B (e.g. add '[1,2]' '[3,4]'), or --many FILE.jsonl")
     job = c.submit_op(op, a, b, device=device, seed=seed, dtype=dtype, queue=queue, priority=priority)
     _after_submit(c, job, wait, watch, as_json)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    from shared.errors import BadInput
+
+    if not path.is_file():
+        raise BadInput(f"--many: no such file: {path}")
+    items = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as e:
+            raise BadInput(f"{path}:{n}: not JSON ({e})") from None
+        if not isinstance(item, dict):
+            raise BadInput(f"{path}:{n}: expected an object with op, a and b")
+        items.append(item)
+    return items
 
 
 @submit.command("train")
