@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +123,35 @@ class Client:
             raise BrokerUnreachable(f"{unreachable_message(self.settings)}: {e}") from e
         GroupStore(self.store.redis, self.store.keys).create(group_id, ids, [], "batch")
         return group_id, [Job(self, job_id) for job_id in ids]
+
+    def wait_all(self, jobs: list[Job], timeout: float | None = None) -> list[JobRecord]:
+        """Wait for many jobs; their final records, in order. A few round trips per wake-up for the lot."""
+        store, ids = self.store, [j.id for j in jobs]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cursor = store.finished_cursor()
+        while True:
+            records = store.get_many(ids)
+            missing = [job_id for job_id, r in zip(ids, records, strict=True) if r is None]
+            if missing:
+                raise JobNotFound(f"no job {missing[0]!r}")
+            waiting = sum(not r.finished for r in records)
+            if not waiting:
+                return records
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{waiting} of {len(ids)} jobs still unfinished after {timeout} s")
+            _, ended = store.wait_events({}, cursor, defaults.WAIT_BLOCK_MS)
+            cursor = ended[-1][0] if ended else cursor
+
+    def gather(self, jobs: list[Job], timeout: float | None = None) -> list[Any]:
+        """Wait for many op jobs and return their results (numpy arrays), in order, fetched together.
+        A job that did not succeed raises JobFailed."""
+        from shared.errors import JobFailed
+        from shared.tensors import load_safetensors
+
+        for r in self.wait_all(jobs, timeout):
+            if r.state != JobState.SUCCEEDED.value:
+                raise JobFailed(f"job {r.id} {r.state}: {r.error or 'no reason recorded'}")
+        return [load_safetensors(blob)["result"] for blob in self.store.get_artifacts([j.id for j in jobs], "result")]
 
     def submit_train(self, queue: str | None = None, priority: str = "normal", **options: Any) -> Job:
         """A training job; options are the CLI flags as keyword arguments (hidden_size=100, lr=1e-6, ...)."""
@@ -264,17 +293,24 @@ class Job:
     def wait(self, timeout: float | None = None, on_losses: LossCallback | None = None) -> JobRecord:
         """Block until the job ends (TimeoutError after `timeout` s); `on_losses` sees each loss batch."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for batch in self._follow(deadline, timeout):
+        follow = self._follow(deadline, timeout)
+        while True:
+            try:
+                batch = next(follow)
+            except StopIteration as end:
+                return end.value
             if on_losses is not None:
                 on_losses(*batch)
-        return self.status()
 
-    def _follow(self, deadline: float | None, timeout: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Loss batches as they arrive, until the job ends: blocking reads of its loss stream and of the
-        stream of ended jobs, so a waiter wakes the moment its job ends (no polling)."""
+    def _follow(self, deadline: float | None, timeout: float | None = None
+                ) -> Generator[tuple[int, np.ndarray], None, JobRecord]:
+        """Loss batches as they arrive, then the final record: blocking reads of the job's loss stream and of
+        the stream of ended jobs, so a waiter wakes the moment its job ends (no polling)."""
         store, after = self.client.store, "0-0"
-        cursor = store.finished_cursor()
         record = self.status()
+        if not record.finished:
+            cursor = store.finished_cursor()
+            record = self.status()  # again, now that no ending after the cursor can be missed
         while not record.finished:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} is still {record.state} after {timeout} s")
@@ -289,6 +325,7 @@ class Job:
                 record = self.status()
         if record.kind == Kind.TRAIN.value:  # whatever arrived since the last read
             yield from ((first, values) for _, first, values in store.loss_chunks(self.id, after))
+        return record
 
     def cancel(self, wait_s: float = 10.0) -> JobRecord:
         """Cancel: a queued job never starts; a running one stops at its next iteration, keeps its partial
@@ -335,9 +372,9 @@ class Job:
         return self._artifact(name)
 
     def _artifact(self, name: str) -> bytes:
-        record = self.status()
         blob = self.client.store.get_artifact(self.id, name)
-        if blob is None:
+        if blob is None:  # only now is the record worth reading, to say why
+            record = self.status()
             if record.state != JobState.SUCCEEDED.value:
                 raise TensorqError(f"job {self.id} is {record.state}; it has no {name} yet"
                                    + (f" ({record.error})" if record.error else ""))

@@ -13,8 +13,14 @@ from shared.specs import TensorOpSpec, TrainSpec, describe
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
 
 
+def wire_spec(spec: TensorOpSpec | TrainSpec) -> dict[str, Any]:
+    """The spec as sent: only the fields that were set (the job record keeps the whole spec), so a worker one
+    version older still runs any job that uses no newer option."""
+    return spec.model_dump(mode="json", exclude_unset=True)
+
+
 def send_job(celery: Any, job_id: str, spec: TensorOpSpec | TrainSpec, queue: str) -> None:
-    celery.send_task(TASK_FOR_KIND[Kind(spec.kind)].value, kwargs={"spec": spec.model_dump(mode="json")},
+    celery.send_task(TASK_FOR_KIND[Kind(spec.kind)].value, kwargs={"spec": wire_spec(spec)},
                      task_id=job_id, queue=queue, argsrepr="()", kwargsrepr=describe(spec), retry=True,
                      retry_policy=RETRY_POLICY)
 
@@ -25,7 +31,7 @@ def send_batch(celery: Any, batch_id: str, jobs: list[tuple[str, TensorOpSpec]],
     for k in range(0, len(jobs), defaults.BATCH_MAX_OPS):
         chunk = jobs[k : k + defaults.BATCH_MAX_OPS]
         task_id = f"{batch_id}-{k // defaults.BATCH_MAX_OPS}"
-        payload = [{"id": job_id, "spec": spec.model_dump(mode="json")} for job_id, spec in chunk]
+        payload = [{"id": job_id, "spec": wire_spec(spec)} for job_id, spec in chunk]
         celery.send_task(TaskName.TENSOR_OPS.value, kwargs={"jobs": payload},
                          task_id=task_id, queue=queue, argsrepr="()",
                          kwargsrepr=f"{len(chunk)} ops: {describe(chunk[0][1])}, ...", retry=True,

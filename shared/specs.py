@@ -121,6 +121,9 @@ class TrainSpec(_Spec):
     grad: Literal["autograd", "manual"] = "autograd"
     dtype: TrainDtype = "float32"
     device: DeviceName = "auto"
+    fast: bool = False  # the fast path: manual gradients in preallocated buffers, in-place updates
+    cuda_graph: bool = False  # the fast path captured once as a CUDA graph and replayed (CUDA only)
+    tf32: bool = False  # let float32 matmuls use TF32 tensor cores (CUDA only)
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds of training; then `failed`
     checkpoint_every: int | None = Field(None, ge=1, strict=True)  # iterations; None: about every 30 s
 
@@ -140,7 +143,19 @@ class TrainSpec(_Spec):
                              f"{defaults.MAX_TRAIN_ELEMENTS:,}")
         if self.loss == "ce" and o < 2:
             raise ValueError("--loss ce needs --output-size of at least 2 (classes)")
+        if (self.fast or self.cuda_graph) and self.grad != "manual":
+            raise ValueError("the fast path computes the hand-derived gradients: use --grad manual")
+        if self.cuda_graph and self.device == "cpu":
+            raise ValueError("--cuda-graph needs a CUDA device: use --device cuda or auto")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fast_means_manual(cls, data: object) -> object:
+        # --fast and --cuda-graph imply --grad manual unless a grad was given
+        if isinstance(data, dict) and (data.get("fast") or data.get("cuda_graph")) and data.get("grad") is None:
+            return {**data, "grad": "manual"}
+        return data
 
 
 JobSpec = Annotated[TensorOpSpec | TrainSpec, Field(discriminator="kind")]

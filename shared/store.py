@@ -48,6 +48,24 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('SADD', KEYS[3], ARGV[6])
 return 'ok'
 """
+# An op job ends in one round trip: ops are pure and take microseconds, so a worker runs the op first and
+# then commits its result here unless the job has ended meanwhile (cancelled, or done by a redelivery).
+# KEYS: job, artifact, finished stream; ARGV: worker, device, started, finished, summary, where, blob, ttl,
+# maxlen, job id.
+_FINISH_OP = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return state end
+redis.call('SET', KEYS[2], ARGV[7])
+redis.call('HSET', KEYS[1], 'state', 'succeeded', 'worker', ARGV[1], 'device', ARGV[2], 'started_at', ARGV[3],
+           'finished_at', ARGV[4], 'summary', ARGV[5], 'artifact:result', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if tonumber(ARGV[8]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[10], 'state', 'succeeded')
+return 'ok'
+"""
 # Release a lease only while we hold it.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -135,6 +153,7 @@ class JobStore:
         self.history_ttl_s = history_ttl_s  # None: keep finished jobs forever
         self._cancel = client.register_script(_CANCEL)
         self._begin = client.register_script(_BEGIN)
+        self._finish_op = client.register_script(_FINISH_OP)
         self._release = client.register_script(_RELEASE)
 
     # --- job records -------------------------------------------------------------------------------
@@ -165,6 +184,13 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
         return JobRecord.from_hash(job_id, raw) if raw else None
+
+    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        with self.redis.pipeline(transaction=False) as p:
+            for job_id in job_ids:
+                p.hgetall(self.keys.job(job_id))
+            raws = p.execute()
+        return [JobRecord.from_hash(j, raw) if raw else None for j, raw in zip(job_ids, raws, strict=True)]
 
     def require(self, job_id: str) -> JobRecord:
         record = self.get(job_id)
@@ -233,6 +259,16 @@ class JobStore:
                 p.xadd(self.keys.finished, {"id": e.job_id, "state": e.state.value},
                        maxlen=defaults.FINISHED_STREAM_MAXLEN, approximate=True)
             p.execute()
+
+    def finish_op(self, job_id: str, worker: str, device: str, started_at: float, summary: dict[str, Any],
+                  result: bytes) -> str:
+        """Commit an op job's result and end it `succeeded`, in one round trip; or, when it had ended already
+        (cancelled, or finished by another delivery), change nothing and return that state."""
+        blob, where = self._spill(job_id, "result", result)
+        keys = [self.keys.job(job_id), self.keys.artifact(job_id, "result"), self.keys.finished]
+        args = [worker, device, repr(started_at), repr(time.time()), json.dumps(summary), where, blob,
+                self.history_ttl_s or 0, defaults.FINISHED_STREAM_MAXLEN, job_id]
+        return self._finish_op(keys=keys, args=args).decode()
 
     def release_lease(self, job_id: str, lease_holder: str) -> None:
         self._release(keys=[self.keys.lease(job_id)], args=[lease_holder])
@@ -386,21 +422,32 @@ class JobStore:
     def get_artifact(self, job_id: str, name: str) -> bytes | None:
         return self._get_blob(self.keys.artifact(job_id, name))
 
+    def get_artifacts(self, job_ids: list[str], name: str) -> list[bytes | None]:
+        """One artifact of many jobs, in one round trip (plus a file read for any stored as a file)."""
+        blobs = self.redis.mget([self.keys.artifact(j, name) for j in job_ids]) if job_ids else []
+        return [self._resolve_blob(b) for b in blobs]
+
     def _put_blob(self, key: str, job_id: str, name: str, blob: bytes, pipe: Any = None) -> str:
         """Bytes in Redis up to the inline limit; a larger blob goes to a file and Redis holds its path.
         Returns where it went: `redis` or `file:<path>`."""
-        where = "redis"
-        if len(blob) > defaults.ARTIFACT_INLINE_MAX_BYTES:
-            path = self.artifact_dir / job_id / f"{name}.safetensors"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(blob)
-            where = FILE_ARTIFACT + str(path)
-            blob = where.encode()
-        (pipe or self.redis).set(key, blob)
+        value, where = self._spill(job_id, name, blob)
+        (pipe or self.redis).set(key, value)
         return where
 
+    def _spill(self, job_id: str, name: str, blob: bytes) -> tuple[bytes, str]:
+        """(what Redis holds, where the bytes are): the bytes themselves, or a file's path when too large."""
+        if len(blob) <= defaults.ARTIFACT_INLINE_MAX_BYTES:
+            return blob, "redis"
+        path = self.artifact_dir / job_id / f"{name}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob)
+        where = FILE_ARTIFACT + str(path)
+        return where.encode(), where
+
     def _get_blob(self, key: str) -> bytes | None:
-        blob = self.redis.get(key)
+        return self._resolve_blob(self.redis.get(key))
+
+    def _resolve_blob(self, blob: bytes | None) -> bytes | None:
         if blob is not None and blob.startswith(FILE_ARTIFACT.encode()):
             return Path(blob[len(FILE_ARTIFACT):].decode()).read_bytes()
         return blob

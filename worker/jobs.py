@@ -3,6 +3,7 @@ mark how it ended. Every way a job can end is decided here."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -14,7 +15,7 @@ from celery.exceptions import Reject
 
 from shared import __version__
 from shared.errors import Interrupted, JobCancelled, JobFailed, TensorqError
-from shared.protocol import JobState
+from shared.protocol import JobState, Kind
 from shared.specs import TensorOpSpec, TrainSpec, parse_spec
 from worker import context
 
@@ -37,6 +38,8 @@ def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any
         if state is not None and state.finished:
             return {"skipped": f"already {state.value}"}
         fail(ctx, job_id, readable(e))
+    if kind == Kind.OP.value:
+        return run_op(ctx, job_id, spec, device)
     holder = f"{ctx.node} {uuid.uuid4().hex}"
     outcome = ctx.store.begin(job_id, holder, ctx.node, str(device))
     if outcome == "leased":
@@ -55,6 +58,26 @@ def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any
     finally:
         ctx.end_job()
     ctx.store.mark_finished(job_id, JobState.SUCCEEDED, summary=summary, artifacts=artifacts, lease_holder=holder)
+    return summary
+
+
+def run_op(ctx: context.WorkerContext, job_id: str, spec: TensorOpSpec, device: Any) -> dict[str, Any]:
+    """An op takes microseconds and has no side effects, so it runs first and commits after, in one round
+    trip that keeps the first ending: a cancelled or already finished job is left as it was."""
+    started = time.time()
+    try:
+        summary, artifacts = execute_op(job_id, spec, device, ctx)
+    except Exception as e:
+        state = ctx.store.state(job_id)
+        if state is not None and state.finished:
+            return {"skipped": f"already {state.value}"}
+        fail(ctx, job_id, readable(e))
+    finally:
+        ctx.jobs_done += 1
+    outcome = ctx.store.finish_op(job_id, ctx.node, str(device), started, summary, artifacts["result"])
+    if outcome != "ok":
+        log.warning("job %s was already %s; its result is dropped", job_id, outcome)
+        return {"skipped": f"already {outcome}"}
     return summary
 
 
@@ -100,11 +123,19 @@ def resolve_device(requested: str):
     """auto -> this worker's GPU when it has one, else the CPU; cuda on a worker without one fails."""
     import torch
 
-    if requested == "cuda" and not torch.cuda.is_available():
+    has_cuda = _has_cuda()
+    if requested == "cuda" and not has_cuda:
         raise JobFailed("the job asks for cuda but this worker has no CUDA device")
-    if requested == "cpu" or not torch.cuda.is_available():
+    if requested == "cpu" or not has_cuda:
         return torch.device("cpu")
     return torch.device("cuda", 0)  # the launcher pins each worker process to one GPU
+
+
+@functools.cache
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()  # asked once per process: a worker's GPU does not come and go
 
 
 def readable(e: BaseException) -> str:

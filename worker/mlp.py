@@ -138,6 +138,7 @@ class LossRecorder:
     tracked on the host from the flushed batches."""
 
     def __init__(self, sink: LossSink, size: int, dtype: torch.dtype, device: torch.device, start: Resume) -> None:
+        # one preallocated buffer: a copy per iteration, no allocation (a list of loss tensors measured slower)
         self.sink, self.buf, self.n = sink, torch.empty(size, dtype=dtype, device=device), 0
         self.first, self.best, self.best_at, self.last = start.iteration, start.best_loss, start.best_iteration, \
             start.last_loss
@@ -161,11 +162,12 @@ class LossRecorder:
         self.n = 0
 
 
-def train(spec: TrainSpec, device: torch.device, sink: LossSink, flush_iterations: int = 1000,
+def train(spec: TrainSpec, device: torch.device, sink: LossSink | None, flush_iterations: int = 1000,
           flush_interval_s: float = 0.5, should_stop: Callable[[], str | None] = lambda: None,
           resume: Resume | None = None, checkpoint: Callable[[Resume], None] | None = None,
           checkpoint_every: int | None = None, checkpoint_interval_s: float = 30.0) -> TrainResult:
-    """Run the loop (from `resume` when given); losses reach `sink` in batches, one host sync per batch.
+    """Run the loop (from `resume` when given); losses reach `sink` in batches, one host sync per batch
+    (`sink=None` records nothing: the benchmark's "recording off").
 
     `checkpoint` is handed a Resume every `checkpoint_every` iterations (else every `checkpoint_interval_s`),
     always right after a flush, so the history holds exactly the iterations before it. `should_stop` is
@@ -181,6 +183,7 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink, flush_iteration
     if autograd:
         w1.requires_grad_()
         w2.requires_grad_()
+    fast = fast_step(spec, data, w1, w2, device)
     # bfloat16 losses widen exactly into float32
     losses = LossRecorder(sink, min(flush_iterations, spec.iterations),
                           torch.float64 if spec.dtype == "float64" else torch.float32, device, start)
@@ -207,7 +210,9 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink, flush_iteration
                 last_ckpt = last_flush = now
 
         # forward, backward, update
-        if autograd:
+        if fast is not None:
+            loss = fast()
+        elif autograd:
             y_pred = activate(data.x.mm(w1), spec.activation).mm(w2)
             loss = loss_value(y_pred, data, spec.loss)
             loss.backward()
@@ -222,6 +227,8 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink, flush_iteration
             w2 -= lr * dw2
 
         # record the loss on the device; flush a batch to the host now and then
+        if sink is None:
+            continue
         full = losses.record(loss)
         now = time.perf_counter()
         if full or t == spec.iterations - 1 or now - last_flush >= flush_interval_s:
@@ -230,3 +237,23 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink, flush_iteration
 
     return TrainResult(w1.detach(), w2.detach(), losses.last, losses.best, losses.best_at,
                        start.seconds + time.perf_counter() - t0)
+
+
+def fast_step(spec: TrainSpec, data: Data, w1: torch.Tensor, w2: torch.Tensor,
+              device: torch.device) -> Callable[[], torch.Tensor] | None:
+    """The fast path's step (graphed with --cuda-graph), or None for the plain loop."""
+    if spec.tf32 and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # a worker runs one job at a time; reset below
+        torch.backends.cudnn.allow_tf32 = True
+    elif device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    if not (spec.fast or spec.cuda_graph):
+        return None
+    from worker.fastpath import FastStep, GraphedStep
+
+    step = FastStep(data, w1, w2, spec.activation, spec.loss, spec.lr)
+    if spec.cuda_graph:
+        if device.type != "cuda":
+            raise ValueError("--cuda-graph needs a CUDA device; this worker has none")
+        return GraphedStep(step)
+    return step

@@ -119,9 +119,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--activation", type=click.Choice(["relu", "sigmoid"]), default="relu", show_default=True)
 @click.option("--loss", type=click.Choice(["sse", "ce"]), default="sse", show_default=True)
-@click.option("--grad", type=click.Choice(["autograd", "manual"]), default="autograd", show_default=True)
+@click.option("--grad", type=click.Choice(["autograd", "manual"]), default=None,
+              help="autograd (default) or manual (hand-derived, no graph); --fast implies manual.")
 @click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16"]), default="float32",
               show_default=True)
+@click.option("--fast", is_flag=True, default=None,
+              help="The fast path: manual gradients in preallocated buffers, weights updated in place.")
+@click.option("--cuda-graph", is_flag=True, default=None, help="The fast path, captured as a CUDA graph (GPU).")
+@click.option("--tf32", is_flag=True, default=None, help="Let float32 matmuls use TF32 tensor cores (GPU).")
 @click.option("--timeout", type=float, metavar="SECONDS",
               help="Fail the job after this much training time (its history is kept).")
 @click.option("--checkpoint-every", type=click.IntRange(1), metavar="N",
@@ -185,7 +190,7 @@ def _after_group(c, group_id: str, jobs: list, wait: bool, watch: bool, as_json:
 
         finals = watch_jobs(c.store, [j.id for j in jobs], render.console())
     elif wait or watch:
-        finals = [j.wait() for j in jobs]
+        finals = c.wait_all(jobs)
     if as_json:
         print_json({"group": group_id, "ids": [j.id for j in jobs]})
     else:

@@ -1,0 +1,52 @@
+"""`python -m bench [--json] [--quick]`: every benchmark, side by side, as ratios against their goals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+from bench.stack import Stack
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--quick", action="store_true", help="fewer jobs and rounds (a smoke run)")
+    args = parser.parse_args()
+    n, rounds, iterations = (60, 1, 1000) if args.quick else (300, 3, 5000)
+
+    stack = Stack()
+    os.environ.update({"BENCH_BROKER_URL": stack.url, "TENSORQ_BROKER_URL": stack.url})
+    stack.start()
+    try:
+        from bench import measures
+        from producer.client import Client
+
+        client = Client(stack.url)
+        results = measures.tiny_ops(stack, client, n, rounds)
+        results.append(measures.train_wall(client, iterations, rounds))
+        results.append(measures.recording(iterations, rounds + 2))  # the noisiest: two more rounds
+        job_id = client.submit_op("add", 1, 2, device="cpu", queue="bench").id
+        results += measures.startup(stack, job_id, 5 if args.quick else 15)
+    finally:
+        stack.stop()
+
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {platform.machine()}, "
+              f"{os.cpu_count()} CPUs, Python {platform.python_version()}", "quick": args.quick,
+              "results": [r.as_dict() for r in results]}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"tensorq benchmarks, {report['date']}, {report['machine']}")
+        for r in results:
+            print(f"  {'ok ' if r.met else 'MISS'} {r.name}: tensorq {r.tensorq:g} {r.unit}, yardstick "
+                  f"{r.yardstick:g} {r.unit}: ratio {r.ratio:.3f} (goal {r.goal}) - {r.detail}")
+    return 0 if all(r.met for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
