@@ -32,25 +32,11 @@ def timed(fn, warmup: int = 2) -> float:
 
 
 def note_loop(spec: TrainSpec, item: bool) -> None:
-    """The study note's loop, as written (autograd), on the GPU; `item` prints-style reads each loss."""
-    dtype = mlp.DTYPES[spec.dtype]
-    torch.manual_seed(spec.seed)
-    x = torch.randn(spec.batch_size, spec.input_size).to(CUDA, dtype)
-    y = torch.randn(spec.batch_size, spec.output_size).to(CUDA, dtype)
-    w1 = torch.randn(spec.input_size, spec.hidden_size).to(CUDA, dtype).requires_grad_()
-    w2 = torch.randn(spec.hidden_size, spec.output_size).to(CUDA, dtype).requires_grad_()
-    lr = spec.lr
-    for _ in range(spec.iterations):
-        y_pred = x.mm(w1).clamp(min=0).mm(w2)
-        loss = (y_pred - y).pow(2).sum()
-        if item:
-            loss.item()
-        loss.backward()
-        with torch.no_grad():
-            w1 -= lr * w1.grad
-            w2 -= lr * w2.grad
-            w1.grad.zero_()
-            w2.grad.zero_()
+    """The study note's loop, as written (autograd), on the GPU; with `item` it reads each loss."""
+    from tests.note_loop import note_loop as loop
+
+    loop(spec.seed, spec.batch_size, spec.input_size, spec.hidden_size, spec.output_size, spec.lr, spec.iterations,
+         "cuda", mlp.DTYPES[spec.dtype], item)
 
 
 def tensorq_loop(spec: TrainSpec) -> None:
