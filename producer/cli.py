@@ -50,7 +50,8 @@ class TensorqGroup(click.Group):
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    click.echo(f"error: {first}", err=True)
     sys.exit(code)
 
 

@@ -19,7 +19,7 @@ from shared import defaults
 from shared import settings as settings_mod
 from shared.errors import BadInput, BrokerUnreachable, JobNotFound, TensorqError
 from shared.keys import Keys
-from shared.protocol import QUEUE_NAME, JobState, Kind, Priority, Queue, queue_for
+from shared.protocol import JobState, Kind, Priority, Queue, check_queue_name, queue_for
 from shared.redis_conn import connect, unreachable_message
 from shared.registry import NodeRegistry
 from shared.settings import Settings
@@ -36,6 +36,10 @@ LossCallback = Callable[[int, "np.ndarray"], None]  # (first iteration, losses) 
 
 def new_job_id() -> str:
     return secrets.token_hex(8)
+
+
+def new_group_id() -> str:
+    return "g" + secrets.token_hex(8)[1:]  # a `g` in front: a group id is never mistaken for a job id
 
 
 def seed_randn(spec: dict[str, Any]) -> dict[str, Any]:
@@ -105,24 +109,39 @@ class Client:
                 specs.append(parse_spec(seed_randn(spec)))
             except BadInput as e:
                 raise BadInput(f"op {k}: {e}") from None
-        if queue is not None and not QUEUE_NAME.fullmatch(queue):
-            raise BadInput(f"--queue: {queue!r} is not a queue name (letters, digits, '.', '_', '-')")
+        if queue is not None:
+            check_queue_name(queue)
         devices = {s.device for s in specs}
         if len(devices) > 1:
             raise BadInput(f"one batch runs on one device; these ops ask for {', '.join(sorted(devices))}")
         target = queue_for(queue or self.route(devices.pop()), priority)
-        group_id = "g" + new_job_id()[1:]
+        group_id = new_group_id()
         jobs = [(new_job_id(), spec) for spec in specs]
         ids = [job_id for job_id, _ in jobs]
         self.store.create_many([(job_id, Kind.OP.value, spec.model_dump(mode="json"), target,
                                  {"priority": priority, "group": group_id}) for job_id, spec in jobs])
-        try:
-            send_batch(self.celery, group_id, jobs, target)
-        except Exception as e:
-            self.store.delete(*ids)
-            raise BrokerUnreachable(f"{unreachable_message(self.settings)}: {e}") from e
-        GroupStore(self.store.redis, self.store.keys).create(group_id, ids, [], "batch")
+        groups = GroupStore(self.store.redis, self.store.keys)
+        for k in range(0, len(jobs), defaults.BATCH_MAX_OPS):
+            try:
+                send_batch(self.celery, f"{group_id}-{k // defaults.BATCH_MAX_OPS}", jobs[k:k + defaults.BATCH_MAX_OPS],
+                           target)
+            except Exception as e:  # the ops not sent are forgotten; those sent run, as a group
+                self.store.delete(*ids[k:])
+                if k:
+                    groups.create(group_id, ids[:k], [], "batch")
+                gone = f" after sending {k} of {len(ids)} ops (group {group_id})" if k else ""
+                raise BrokerUnreachable(f"{unreachable_message(self.settings)}{gone}: {e}") from e
+        groups.create(group_id, ids, [], "batch")
         return group_id, [Job(self, job_id) for job_id in ids]
+
+    def cancel(self, jobs: list[Job], wait_s: float = 10.0) -> list[JobRecord]:
+        """Cancel many jobs: every request first, then one wait (up to `wait_s`) for the running ones."""
+        for job in jobs:
+            self.store.request_cancel(job.id)
+        try:
+            return self.wait_all(jobs, timeout=wait_s)
+        except TimeoutError:
+            return [r for r in self.store.get_many([j.id for j in jobs]) if r is not None]
 
     def wait_all(self, jobs: list[Job], timeout: float | None = None) -> list[JobRecord]:
         """Wait for many jobs; their final records, in order. A few round trips per wake-up for the lot."""
@@ -186,10 +205,10 @@ class Client:
     def submit_group(self, planned: list[Planned], source: str) -> tuple[str, list[Job]]:
         from shared.groups import GroupStore
 
-        group_id = "g" + new_job_id()[1:]
+        group_id = new_group_id()
         swept = sorted({k for p in planned for k in p.swept})
-        jobs = self._enqueue(planned, group_id)
-        GroupStore(self.store.redis, self.store.keys).create(group_id, [j.id for j in jobs], swept, source)
+        groups = GroupStore(self.store.redis, self.store.keys)
+        jobs = self._enqueue(planned, group_id, on_sent=lambda ids: groups.create(group_id, ids, swept, source))
         return group_id, jobs
 
     def rerun(self, job_id: str, changes: dict[str, Any] | None = None) -> Job:
@@ -206,14 +225,16 @@ class Client:
         base = original.queue.rsplit(".", 1)[0] if original.priority != "normal" else original.queue
         return self._enqueue([Planned(parsed, original.priority, base)], rerun_of=job_id)[0]
 
-    def _enqueue(self, planned: list[Planned], group: str | None = None, rerun_of: str | None = None) -> list[Job]:
-        """Record every job `queued`, then send each task; if the broker fails midway, the records of the
-        jobs not sent are deleted so nothing half-made remains."""
+    def _enqueue(self, planned: list[Planned], group: str | None = None, rerun_of: str | None = None,
+                 on_sent: Callable[[list[str]], None] | None = None) -> list[Job]:
+        """Record every job `queued`, then send each task, then call `on_sent(ids)`. If the broker fails
+        midway, the records of the jobs not sent are deleted, `on_sent` still gets the ids that were sent
+        (they run), and the error says how many went."""
         from shared.dispatch import send_job
 
         for p in planned:
-            if p.queue is not None and not QUEUE_NAME.fullmatch(p.queue):
-                raise BadInput(f"--queue: {p.queue!r} is not a queue name (letters, digits, '.', '_', '-')")
+            if p.queue is not None:
+                check_queue_name(p.queue)
             if p.priority not in {x.value for x in Priority}:
                 raise BadInput(f"--priority: must be high, normal or low (got {p.priority!r})")
         store = self.store
@@ -232,7 +253,13 @@ class Client:
                 send_job(self.celery, job_id, p.spec, queue)
             except Exception as e:  # any failure to publish: forget what was not sent
                 store.delete(*(unsent for unsent, _, _ in routed[k:]))
-                raise BrokerUnreachable(f"{unreachable_message(self.settings)}: {e}") from e
+                sent = [job_id for job_id, _, _ in routed[:k]]
+                if on_sent is not None and sent:
+                    on_sent(sent)
+                gone = f" after sending {k} of {len(routed)} jobs" + (f" (group {group})" if group else "") if k else ""
+                raise BrokerUnreachable(f"{unreachable_message(self.settings)}{gone}: {e}") from e
+        if on_sent is not None:
+            on_sent([job_id for job_id, _, _ in routed])
         return [Job(self, job_id) for job_id, _, _ in routed]
 
     def route(self, device: str, gpu_alive: bool | None = None) -> str:
@@ -264,8 +291,7 @@ class Client:
         from shared.groups import GroupStore
 
         record = GroupStore(self.store.redis, self.store.keys).require(group_id)
-        jobs = [self.store.get(j) for j in record.job_ids]
-        return record, [j for j in jobs if j is not None]
+        return record, [j for j in self.store.get_many(record.job_ids) if j is not None]
 
     def jobs(self, state: str | None = None, limit: int = 50, kind: str | None = None,
              since: float | None = None) -> list[JobRecord]:
@@ -293,7 +319,7 @@ class Job:
     def wait(self, timeout: float | None = None, on_losses: LossCallback | None = None) -> JobRecord:
         """Block until the job ends (TimeoutError after `timeout` s); `on_losses` sees each loss batch."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        follow = self._follow(deadline, timeout)
+        follow = self._follow(deadline, timeout, losses=on_losses is not None)
         while True:
             try:
                 batch = next(follow)
@@ -302,7 +328,7 @@ class Job:
             if on_losses is not None:
                 on_losses(*batch)
 
-    def _follow(self, deadline: float | None, timeout: float | None = None
+    def _follow(self, deadline: float | None, timeout: float | None = None, losses: bool = True
                 ) -> Generator[tuple[int, np.ndarray], None, JobRecord]:
         """Loss batches as they arrive, then the final record: blocking reads of the job's loss stream and of
         the stream of ended jobs, so a waiter wakes the moment its job ends (no polling)."""
@@ -314,29 +340,23 @@ class Job:
         while not record.finished:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} is still {record.state} after {timeout} s")
-            training = record.kind == Kind.TRAIN.value
-            losses, ended = store.wait_events({self.id: after} if training else {}, cursor, defaults.WAIT_BLOCK_MS)
-            for _, entry_id, first, values in losses:
+            follow = losses and record.kind == Kind.TRAIN.value  # nobody reads them: do not move them
+            batches, ended = store.wait_events({self.id: after} if follow else {}, cursor, defaults.WAIT_BLOCK_MS)
+            for _, entry_id, first, values in batches:
                 after = entry_id
                 yield first, values
             if ended:
                 cursor = ended[-1][0]
-            if not losses or any(job_id == self.id for _, job_id in ended):
+            if not batches or any(job_id == self.id for _, job_id in ended):
                 record = self.status()
-        if record.kind == Kind.TRAIN.value:  # whatever arrived since the last read
+        if losses and record.kind == Kind.TRAIN.value:  # whatever arrived since the last read
             yield from ((first, values) for _, first, values in store.loss_chunks(self.id, after))
         return record
 
     def cancel(self, wait_s: float = 10.0) -> JobRecord:
         """Cancel: a queued job never starts; a running one stops at its next iteration, keeps its partial
         history and ends `cancelled` (waited for up to `wait_s`). A job that had ended stays as it was."""
-        outcome = self.client.store.request_cancel(self.id)
-        deadline = time.monotonic() + wait_s
-        record = self.status()
-        while outcome == "requested" and not record.finished and time.monotonic() < deadline:
-            time.sleep(0.05)
-            record = self.status()
-        return record
+        return self.client.cancel([self], wait_s)[0]
 
     def losses(self) -> list[float]:
         return self.client.store.losses(self.id).tolist()

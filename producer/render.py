@@ -1,8 +1,10 @@
-"""Everything the CLI prints for people (machine-readable output is plain JSON, written in cli.py)."""
+"""Everything the CLI prints for people (JSON for scripts is written by commands/common.print_json, and a
+history's by `history` below)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -16,12 +18,6 @@ if TYPE_CHECKING:
 
 PIPE_WIDTH = 160
 STATE_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "magenta"}
-
-
-def escape(text: str) -> str:
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
 
 
 def console():
@@ -158,8 +154,8 @@ def history(rows: Iterable[tuple[np.ndarray, np.ndarray]], fmt: str, job_id: str
         for its, vals in rows:
             if first is None and len(its):
                 first = int(its[0])
-            if len(vals):
-                out.write(sep + ", ".join(json.dumps(v) for v in vals.tolist()))
+            if len(vals):  # strict JSON: a non-finite loss is null
+                out.write(sep + ", ".join(json.dumps(v) if math.isfinite(v) else "null" for v in vals.tolist()))
                 sep = ", "
         out.write(f'], "first_iteration": {json.dumps(first)}, "every": {every}}}\n')
         return

@@ -263,8 +263,8 @@ def stop(record: StackRecord, say: Say, timeout_s: float = STOP_TIMEOUT_S, quiet
 
 
 def _terminate(pid: int, timeout_s: float) -> None:
-    """SIGTERM and wait; then SIGTERM again (the launcher's cue for a cold shutdown, which puts a running
-    job back on its queue) and wait a little; then SIGKILL."""
+    """SIGTERM and wait (a launcher hands its running jobs back, checkpointed, and stops); then SIGTERM again
+    (a launcher kills its workers: their jobs come back through their leases) and wait a little; then SIGKILL."""
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGTERM, COLD_STOP_TIMEOUT_S), (signal.SIGKILL, 5)):
         try:
             os.kill(pid, sig)

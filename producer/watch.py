@@ -99,7 +99,8 @@ def watch(store: JobStore, job_ids: list[str], console=None) -> list[JobRecord]:
             for t in tracked.values():
                 t.record = store.require(t.record.id)
                 if t.record.finished and t.record.kind == Kind.TRAIN.value:
-                    for _, first, values in store.loss_chunks(t.record.id, t.after):
+                    for entry_id, first, values in store.loss_chunks(t.record.id, t.after):
+                        t.after = entry_id  # read once, not on every wake-up
                         t.add(first, values)
                 completed = t.total if t.record.state == "succeeded" else t.done
                 progress.update(t.task_id, completed=completed, description=describe(t, store))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared import defaults
 from shared.protocol import Queue
 from shared.redis_conn import tls_options, without_tls_options
 from shared.settings import Settings
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
 def celery_config(settings: Settings) -> dict:
     transport = {
         "visibility_timeout": settings.visibility_timeout_s,
-        "socket_connect_timeout": 3,
-        "socket_timeout": 15,
+        "socket_connect_timeout": defaults.CONNECT_TIMEOUT_S,
+        "socket_timeout": defaults.SOCKET_TIMEOUT_S,
         "socket_keepalive": True,
         "health_check_interval": 25,
         # Consume a worker's queues strictly in the order given (high, normal, low), never round robin.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import defaults
 from shared.protocol import TASK_FOR_KIND, Kind, TaskName
 from shared.specs import TensorOpSpec, TrainSpec, describe
 
@@ -25,16 +24,9 @@ def send_job(celery: Any, job_id: str, spec: TensorOpSpec | TrainSpec, queue: st
                      retry_policy=RETRY_POLICY)
 
 
-def send_batch(celery: Any, batch_id: str, jobs: list[tuple[str, TensorOpSpec]], queue: str) -> list[str]:
-    """Many op jobs in as few messages as the batch limit allows; returns the messages' task ids."""
-    ids = []
-    for k in range(0, len(jobs), defaults.BATCH_MAX_OPS):
-        chunk = jobs[k : k + defaults.BATCH_MAX_OPS]
-        task_id = f"{batch_id}-{k // defaults.BATCH_MAX_OPS}"
-        payload = [{"id": job_id, "spec": wire_spec(spec)} for job_id, spec in chunk]
-        celery.send_task(TaskName.TENSOR_OPS.value, kwargs={"jobs": payload},
-                         task_id=task_id, queue=queue, argsrepr="()",
-                         kwargsrepr=f"{len(chunk)} ops: {describe(chunk[0][1])}, ...", retry=True,
-                         retry_policy=RETRY_POLICY)
-        ids.append(task_id)
-    return ids
+def send_batch(celery: Any, task_id: str, jobs: list[tuple[str, TensorOpSpec]], queue: str) -> None:
+    """Many op jobs in one message (the caller keeps each under defaults.BATCH_MAX_OPS)."""
+    payload = [{"id": job_id, "spec": wire_spec(spec)} for job_id, spec in jobs]
+    celery.send_task(TaskName.TENSOR_OPS.value, kwargs={"jobs": payload}, task_id=task_id, queue=queue,
+                     argsrepr="()", kwargsrepr=f"{len(jobs)} ops: {describe(jobs[0][1])}, ...", retry=True,
+                     retry_policy=RETRY_POLICY)

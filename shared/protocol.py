@@ -21,6 +21,14 @@ class Queue(str, Enum):
 QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+def check_queue_name(name: str) -> str:
+    if not QUEUE_NAME.fullmatch(name):
+        from shared.errors import BadInput
+
+        raise BadInput(f"--queue: {name!r} is not a queue name (letters, digits, '.', '_', '-')")
+    return name
+
+
 class Priority(str, Enum):
     """Each queue comes in three levels, `<queue>.high`, `<queue>`, `<queue>.low`, which workers consume
     strictly in that order (Celery's Redis priority emulation misbehaves: celery/celery#8967)."""

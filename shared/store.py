@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared import defaults
-from shared.errors import JobNotFound
+from shared.errors import JobNotFound, TensorqError
 from shared.keys import Keys
 from shared.protocol import FINISHED_STATES, JobState
 
@@ -29,6 +29,7 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
 if state == 'queued' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1], 'error', 'cancelled before it started')
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[3], 'state', 'cancelled')
   return 'cancelled'
 end
 if state == 'running' then
@@ -54,6 +55,7 @@ return 'ok'
 # maxlen, job id.
 _FINISH_OP = """
 local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return state end
 redis.call('SET', KEYS[2], ARGV[7])
 redis.call('HSET', KEYS[1], 'state', 'succeeded', 'worker', ARGV[1], 'device', ARGV[2], 'started_at', ARGV[3],
@@ -65,6 +67,17 @@ if tonumber(ARGV[8]) > 0 then
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[10], 'state', 'succeeded')
 return 'ok'
+"""
+# Writes of a running training job, fenced by its lease: a worker that lost the job writes nothing more.
+_XADD_IF_HOLDER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('XADD', KEYS[2], '*', 'i', ARGV[2], 't', ARGV[3], 'd', ARGV[4])
+return 1
+"""
+_SET_IF_HOLDER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
 """
 # Release a lease only while we hold it.
 _RELEASE = """
@@ -154,6 +167,8 @@ class JobStore:
         self._cancel = client.register_script(_CANCEL)
         self._begin = client.register_script(_BEGIN)
         self._finish_op = client.register_script(_FINISH_OP)
+        self._xadd_if_holder = client.register_script(_XADD_IF_HOLDER)
+        self._set_if_holder = client.register_script(_SET_IF_HOLDER)
         self._release = client.register_script(_RELEASE)
 
     # --- job records -------------------------------------------------------------------------------
@@ -208,15 +223,6 @@ class JobStore:
                 p.hget(self.keys.job(job_id), "state")
             return [JobState(raw.decode()) if raw else None for raw in p.execute()]
 
-    def mark_running_many(self, job_ids: list[str], worker: str, device: str) -> None:
-        """Many ops of one batch message start together (they hold no lease: each takes microseconds, and a
-        redelivered batch re-runs only the ops that have not ended)."""
-        with self.redis.pipeline(transaction=False) as p:
-            for job_id in job_ids:
-                p.hset(self.keys.job(job_id), mapping={"state": JobState.RUNNING.value, "worker": worker,
-                                                       "device": device, "started_at": repr(time.time())})
-            p.execute()
-
     def begin(self, job_id: str, lease_holder: str, worker: str, device: str) -> str:
         """`ok` (the lease is ours and the job is `running`), `leased` (running elsewhere), or the state a
         finished job is in; one round trip."""
@@ -233,42 +239,77 @@ class JobStore:
 
     def mark_finished(self, job_id: str, state: JobState, summary: dict[str, Any] | None = None,
                       error: str | None = None, artifacts: dict[str, bytes] | None = None,
-                      lease_holder: str | None = None) -> None:
-        """The end of a job, in one round trip: its artifacts, summary or error, its state; its checkpoint
-        and (when `lease_holder` still holds it) its lease go."""
-        self.mark_finished_many([Ending(job_id, state, summary, error, artifacts, lease_holder)])
+                      lease_holder: str | None = None) -> bool:
+        """The end of a job: its artifacts, summary or error, its state; its checkpoint goes. With
+        `lease_holder`, only while that lease is held (a transaction watching it), and the lease goes too;
+        False when the job was taken over meanwhile and nothing was written."""
+        ending = Ending(job_id, state, summary, error, artifacts, lease_holder)
+        checkpoint_file = self._blob_file(self.keys.checkpoint(job_id))  # goes with the checkpoint, below
+        if lease_holder is None:
+            self.mark_finished_many([ending])
+        else:
+            import redis
+
+            with self.redis.pipeline(transaction=True) as p:
+                try:
+                    p.watch(self.keys.lease(job_id))
+                    held = p.get(self.keys.lease(job_id))
+                    if held is None or held.decode() != lease_holder:
+                        return False
+                    p.multi()
+                    self._end_into(p, ending)
+                    p.delete(self.keys.lease(job_id))
+                    p.execute()
+                except redis.WatchError:
+                    return False
+        if checkpoint_file is not None:
+            checkpoint_file.unlink(missing_ok=True)
+        return True
 
     def mark_finished_many(self, endings: list[Ending]) -> None:
         with self.redis.pipeline(transaction=False) as p:
             for e in endings:
-                fields = {"state": e.state.value, "finished_at": repr(time.time())}
-                if e.summary is not None:
-                    fields["summary"] = json.dumps(e.summary)
-                if e.error is not None:
-                    fields["error"] = e.error
-                for name, blob in (e.artifacts or {}).items():
-                    fields[f"artifact:{name}"] = self._put_blob(self.keys.artifact(e.job_id, name), e.job_id, name,
-                                                                blob, p)
-                p.hset(self.keys.job(e.job_id), mapping=fields)
-                p.hdel(self.keys.job(e.job_id), "cancel_requested")
-                p.srem(self.keys.running, e.job_id)
-                p.delete(self.keys.checkpoint(e.job_id))
-                if e.lease_holder is not None:
-                    self._release(keys=[self.keys.lease(e.job_id)], args=[e.lease_holder], client=p)
-                self._expire(p, e.job_id)
-                p.xadd(self.keys.finished, {"id": e.job_id, "state": e.state.value},
-                       maxlen=defaults.FINISHED_STREAM_MAXLEN, approximate=True)
+                self._end_into(p, e)
             p.execute()
+
+    def _end_into(self, p: Any, e: Ending) -> None:
+        fields = {"state": e.state.value, "finished_at": repr(time.time())}
+        if e.summary is not None:
+            fields["summary"] = json.dumps(e.summary)
+        if e.error is not None:
+            fields["error"] = e.error
+        for name, blob in (e.artifacts or {}).items():
+            fields[f"artifact:{name}"] = self._put_blob(self.keys.artifact(e.job_id, name), e.job_id, name, blob, p)
+        p.hset(self.keys.job(e.job_id), mapping=fields)
+        p.hdel(self.keys.job(e.job_id), "cancel_requested")
+        p.srem(self.keys.running, e.job_id)
+        p.delete(self.keys.checkpoint(e.job_id))
+        self._expire(p, e.job_id)
+        p.xadd(self.keys.finished, {"id": e.job_id, "state": e.state.value},
+               maxlen=defaults.FINISHED_STREAM_MAXLEN, approximate=True)
 
     def finish_op(self, job_id: str, worker: str, device: str, started_at: float, summary: dict[str, Any],
                   result: bytes) -> str:
         """Commit an op job's result and end it `succeeded`, in one round trip; or, when it had ended already
-        (cancelled, or finished by another delivery), change nothing and return that state."""
+        (cancelled, or finished by another delivery), or has no record, change nothing and say so."""
+        keys, args = self._finish_op_call(job_id, worker, device, started_at, summary, result)
+        return self._finish_op(keys=keys, args=args).decode()
+
+    def finish_ops(self, ops: list[tuple[str, str, str, float, dict[str, Any], bytes]]) -> list[str]:
+        """`finish_op` for many ops in one pipeline: `ok`, `missing`, or the state each had already ended in."""
+        with self.redis.pipeline(transaction=False) as p:
+            for op in ops:
+                keys, args = self._finish_op_call(*op)
+                self._finish_op(keys=keys, args=args, client=p)
+            return [r.decode() for r in p.execute()]
+
+    def _finish_op_call(self, job_id: str, worker: str, device: str, started_at: float, summary: dict[str, Any],
+                        result: bytes) -> tuple[list[str], list[Any]]:
         blob, where = self._spill(job_id, "result", result)
         keys = [self.keys.job(job_id), self.keys.artifact(job_id, "result"), self.keys.finished]
         args = [worker, device, repr(started_at), repr(time.time()), json.dumps(summary), where, blob,
                 self.history_ttl_s or 0, defaults.FINISHED_STREAM_MAXLEN, job_id]
-        return self._finish_op(keys=keys, args=args).decode()
+        return keys, args
 
     def release_lease(self, job_id: str, lease_holder: str) -> None:
         self._release(keys=[self.keys.lease(job_id)], args=[lease_holder])
@@ -283,13 +324,16 @@ class JobStore:
     def request_cancel(self, job_id: str) -> str:
         """`cancelled` (it was queued: it will never start), `requested` (it is running: its worker stops it
         at the next iteration), or the state it had already ended in."""
-        outcome = self._cancel(keys=[self.keys.job(job_id)], args=[repr(time.time())]).decode()
+        outcome = self._cancel(keys=[self.keys.job(job_id), self.keys.finished],
+                               args=[repr(time.time()), defaults.FINISHED_STREAM_MAXLEN, job_id]).decode()
         if outcome == "missing":
             raise JobNotFound(f"no job {job_id!r}")
-        if outcome == "cancelled" and self.history_ttl_s:
-            with self.redis.pipeline() as p:
-                self._expire(p, job_id)
-                p.execute()
+        if outcome == "cancelled":  # a job handed back or recovered may have left a checkpoint
+            self._drop_blob(self.keys.checkpoint(job_id))
+            if self.history_ttl_s:
+                with self.redis.pipeline() as p:
+                    self._expire(p, job_id)
+                    p.execute()
         return outcome
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -325,13 +369,19 @@ class JobStore:
 
     # --- loss history --------------------------------------------------------------------------------
 
-    def append_losses(self, job_id: str, first_iteration: int, losses: np.ndarray) -> None:
-        """One stream entry holding a batch of consecutive losses."""
+    def append_losses(self, job_id: str, first_iteration: int, losses: np.ndarray,
+                      lease_holder: str | None = None) -> bool:
+        """One stream entry holding a batch of consecutive losses; with `lease_holder`, only while that lease
+        is still held (False: the job has been taken over, nothing was written)."""
         import numpy as np
 
         code = "f8" if losses.dtype == np.float64 else "f4"
         packed = np.asarray(losses, dtype=LOSS_DTYPES[code], order="C").tobytes()
-        self.redis.xadd(self.keys.loss(job_id), {"i": first_iteration, "t": code, "d": packed})
+        if lease_holder is None:
+            self.redis.xadd(self.keys.loss(job_id), {"i": first_iteration, "t": code, "d": packed})
+            return True
+        keys = [self.keys.lease(job_id), self.keys.loss(job_id)]
+        return bool(self._xadd_if_holder(keys=keys, args=[lease_holder, first_iteration, code, packed]))
 
     def loss_chunks(self, job_id: str, after: str = "-") -> Iterator[tuple[str, int, np.ndarray]]:
         """(stream id, first iteration, losses) for every batch after `after`, read in pages."""
@@ -407,17 +457,16 @@ class JobStore:
 
     # --- checkpoints ---------------------------------------------------------------------------------
 
-    def put_checkpoint(self, job_id: str, blob: bytes) -> None:
-        self._put_blob(self.keys.checkpoint(job_id), job_id, "checkpoint", blob)
+    def put_checkpoint(self, job_id: str, blob: bytes, lease_holder: str) -> bool:
+        """The job's latest checkpoint, written only while `lease_holder` holds its lease."""
+        value, _ = self._spill(job_id, "checkpoint", blob)
+        keys = [self.keys.lease(job_id), self.keys.checkpoint(job_id)]
+        return bool(self._set_if_holder(keys=keys, args=[lease_holder, value]))
 
     def get_checkpoint(self, job_id: str) -> bytes | None:
         return self._get_blob(self.keys.checkpoint(job_id))
 
     # --- artifacts -----------------------------------------------------------------------------------
-
-    def put_artifact(self, job_id: str, name: str, blob: bytes) -> None:
-        where = self._put_blob(self.keys.artifact(job_id, name), job_id, name, blob)
-        self.redis.hset(self.keys.job(job_id), f"artifact:{name}", where)
 
     def get_artifact(self, job_id: str, name: str) -> bytes | None:
         return self._get_blob(self.keys.artifact(job_id, name))
@@ -449,8 +498,28 @@ class JobStore:
 
     def _resolve_blob(self, blob: bytes | None) -> bytes | None:
         if blob is not None and blob.startswith(FILE_ARTIFACT.encode()):
-            return Path(blob[len(FILE_ARTIFACT):].decode()).read_bytes()
+            path = Path(blob[len(FILE_ARTIFACT):].decode())
+            try:
+                return path.read_bytes()
+            except OSError as e:
+                raise TensorqError(f"cannot read {path} ({e.strerror}): blobs over "
+                                   f"{defaults.ARTIFACT_INLINE_MAX_BYTES // 2**20} MiB live in files; put "
+                                   "TENSORQ_HOME/artifacts on storage every host shares") from None
         return blob
+
+    def _blob_file(self, key: str) -> Path | None:
+        """The file a blob spilled to, if it did."""
+        blob = self.redis.get(key)
+        if blob is not None and blob.startswith(FILE_ARTIFACT.encode()):
+            return Path(blob[len(FILE_ARTIFACT):].decode())
+        return None
+
+    def _drop_blob(self, key: str) -> None:
+        """Delete a blob, and its file when it spilled to one."""
+        path = self._blob_file(key)
+        self.redis.delete(key)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 def decode_loss_entry(fields: dict[bytes, bytes]) -> tuple[int, np.ndarray]:

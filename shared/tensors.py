@@ -117,6 +117,8 @@ def load_file(path: Path, label: str = "tensor") -> np.ndarray:
 
 
 def save_file(array: np.ndarray, path: Path) -> None:
+    if not path.parent.is_dir():
+        raise BadInput(f"-o: no such folder: {path.parent}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         np.save(path, array, allow_pickle=False)

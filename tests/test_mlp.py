@@ -122,14 +122,19 @@ def test_a_resumed_run_equals_an_uninterrupted_one() -> None:
     assert resumed.best_loss == min(whole) and resumed.final_loss == whole[-1]
 
 
-def test_should_stop_flushes_checkpoints_and_raises() -> None:
+@pytest.mark.parametrize("reason,checkpointed", [("handback", True), ("cancel", False), ("lease lost", False)])
+def test_should_stop_checkpoints_only_to_hand_back(reason: str, checkpointed: bool) -> None:
+    """A hand-back checkpoints (to resume elsewhere); every stop but a lost lease keeps the losses so far."""
     from shared.errors import Interrupted
 
     seen: list[int] = []
     snaps: list[mlp.Resume] = []
     with pytest.raises(Interrupted) as stopped:
         mlp.train(small_spec(iterations=100), CPU, lambda first, v: seen.extend(range(first, first + len(v))),
-                  should_stop=lambda: "cancel" if len(seen) >= 10 else None,
-                  checkpoint=lambda r: snaps.append(clone(r)), flush_iterations=5)
-    assert stopped.value.reason == "cancel" and stopped.value.iteration == 10
-    assert seen == list(range(10)) and snaps[-1].iteration == 10
+                  should_stop=lambda: reason if len(seen) >= 9 else None,
+                  checkpoint=lambda r: snaps.append(clone(r)), checkpoint_every=1000, flush_iterations=3,
+                  flush_interval_s=3600)
+    # batches of 3: iterations 0-8 were flushed when the stop came at 9 (none pending)
+    assert stopped.value.reason == reason and stopped.value.iteration == 9
+    assert [s.iteration for s in snaps] == ([9] if checkpointed else [])
+    assert seen == list(range(9))

@@ -1,11 +1,14 @@
-"""A batch message: many small op jobs, run one after another, with their results written together.
+"""A batch message: many small op jobs, run one after another, their results committed together.
 
 Each op is still a job of its own (record, state, result); what is shared is the message and the Redis
-round trips: one to read the states, one to mark them running, one to store every result."""
+round trips: one to read the states, one (a pipeline of commit scripts) to store every result. As for a
+single op, each commit keeps the first ending: an op cancelled meanwhile stays cancelled.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from shared.errors import JobFailed
@@ -24,26 +27,24 @@ def run_batch(batch_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str,
             isinstance(i, dict) and isinstance(i.get("id"), str) for i in items):
         raise JobFailed(f"bad batch message {batch_id}: expected jobs=[{{id, spec}}, ...]")
     states = ctx.store.states([i["id"] for i in items])
-    todo = [i for i, state in zip(items, states, strict=True) if state is None or not state.finished]
-    endings = []
-    started = False
+    todo = [i for i, state in zip(items, states, strict=True) if state is not None and not state.finished]
+    done, failed = [], []
     for item in todo:
-        job_id = item["id"]
-        ctx.current_job = job_id
+        job_id, started = item["id"], time.time()
         try:
             spec = decode((), {"spec": item.get("spec")}, Kind.OP.value)
             device = resolve_device(spec.device)
-            if not started:
-                ctx.store.mark_running_many([i["id"] for i in todo], ctx.node, str(device))
-                started = True
             summary, artifacts = execute_op(job_id, spec, device, ctx)
-            endings.append(Ending(job_id, JobState.SUCCEEDED, summary=summary, artifacts=artifacts))
+            done.append((job_id, ctx.node, str(device), started, summary, artifacts["result"]))
         except Exception as e:
             log.error("job %s failed: %s", job_id, readable(e))
-            endings.append(Ending(job_id, JobState.FAILED, error=readable(e)))
+            failed.append(Ending(job_id, JobState.FAILED, error=readable(e)))
         finally:
-            ctx.current_job = None
             ctx.jobs_done += 1
-    ctx.store.mark_finished_many(endings)
-    failed = sum(e.state == JobState.FAILED for e in endings)
-    return {"ops": len(items), "ran": len(endings), "failed": failed, "skipped": len(items) - len(todo)}
+    outcomes = ctx.store.finish_ops(done) if done else []
+    ctx.store.mark_finished_many(failed)
+    dropped = sum(o != "ok" for o in outcomes)
+    if len(todo) < len(items):
+        log.warning("batch %s: %d ops had ended or have no record; skipped", batch_id, len(items) - len(todo))
+    return {"ops": len(items), "succeeded": len(outcomes) - dropped, "failed": len(failed),
+            "skipped": len(items) - len(todo) + dropped}

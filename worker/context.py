@@ -30,7 +30,7 @@ class WorkerContext:
     device: str = "cpu"
     jobs_done: int = 0
     memory: Callable[[], tuple[int, int] | None] = lambda: None  # (free, total) bytes of this worker's GPU
-    handback: bool = False  # set by SIGUSR2/SIGTERM: stop the running job and put it back on its queue
+    handback: bool = False  # set by SIGUSR2 (the launcher's cue): put the running job back on its queue
     # the running job, if any; the watchdog thread reads these and sets the flags below
     current_job: str | None = None
     lease_holder: str | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -61,11 +60,6 @@ def describe_torch_device(device: object) -> str:
     if getattr(device, "type", "cpu") == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"
-
-
-def pinned_gpu() -> str | None:
-    """The GPU index this process was pinned to by the launcher, if any."""
-    return os.environ.get("CUDA_VISIBLE_DEVICES") or None
 
 
 def gpu_memory() -> tuple[int, int] | None:

@@ -1,5 +1,6 @@
 """Running one job around a pure function: take its lease, mark it running, run it, store what it made,
-mark how it ended. Every way a job can end is decided here."""
+mark how it ended. (Batches end in worker/batch.py; poisoned messages in worker/consumer.py; jobs whose
+worker died are re-sent by worker/reaper.py.)"""
 
 from __future__ import annotations
 
@@ -34,10 +35,7 @@ def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any
         spec = decode(args, kwargs, kind)
         device = resolve_device(spec.device)
     except Exception as e:
-        state = ctx.store.state(job_id)
-        if state is not None and state.finished:
-            return {"skipped": f"already {state.value}"}
-        fail(ctx, job_id, readable(e))
+        return fail_unless_taken(ctx, job_id, readable(e))
     if kind == Kind.OP.value:
         return run_op(ctx, job_id, spec, device)
     holder = f"{ctx.node} {uuid.uuid4().hex}"
@@ -57,7 +55,9 @@ def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any
         fail(ctx, job_id, readable(e), holder)
     finally:
         ctx.end_job()
-    ctx.store.mark_finished(job_id, JobState.SUCCEEDED, summary=summary, artifacts=artifacts, lease_holder=holder)
+    if not ctx.store.mark_finished(job_id, JobState.SUCCEEDED, summary=summary, artifacts=artifacts,
+                                   lease_holder=holder):
+        lost(job_id)
     return summary
 
 
@@ -68,10 +68,7 @@ def run_op(ctx: context.WorkerContext, job_id: str, spec: TensorOpSpec, device: 
     try:
         summary, artifacts = execute_op(job_id, spec, device, ctx)
     except Exception as e:
-        state = ctx.store.state(job_id)
-        if state is not None and state.finished:
-            return {"skipped": f"already {state.value}"}
-        fail(ctx, job_id, readable(e))
+        return fail_unless_taken(ctx, job_id, readable(e))
     finally:
         ctx.jobs_done += 1
     outcome = ctx.store.finish_op(job_id, ctx.node, str(device), started, summary, artifacts["result"])
@@ -83,23 +80,41 @@ def run_op(ctx: context.WorkerContext, job_id: str, spec: TensorOpSpec, device: 
 
 def fail(ctx: context.WorkerContext, job_id: str, message: str, lease_holder: str | None = None) -> NoReturn:
     log.error("job %s failed: %s", job_id, message)
-    ctx.store.mark_finished(job_id, JobState.FAILED, error=message, lease_holder=lease_holder)
+    if not ctx.store.mark_finished(job_id, JobState.FAILED, error=message, lease_holder=lease_holder):
+        lost(job_id)
     raise JobFailed(message) from None
+
+
+def fail_unless_taken(ctx: context.WorkerContext, job_id: str, message: str) -> dict[str, Any]:
+    """A message this worker cannot run fails its job, unless the job has ended or runs elsewhere (then this
+    is a stray duplicate, dropped)."""
+    state = ctx.store.state(job_id)
+    if state is not None and (state.finished or state == JobState.RUNNING):
+        log.warning("job %s is %s; dropping a message this worker cannot run (%s)", job_id, state.value, message)
+        return {"skipped": f"already {state.value}"}
+    fail(ctx, job_id, message)
+
+
+def lost(job_id: str) -> NoReturn:
+    """Another worker took the job over (our lease lapsed): what this one made is dropped, unrecorded."""
+    log.error("job %s: lease lost; another worker has it, so this attempt's ending is dropped", job_id)
+    raise Reject("lease lost", requeue=False) from None
 
 
 def interrupted(ctx: context.WorkerContext, job_id: str, holder: str, e: Interrupted) -> NoReturn:
     """A job stopped on request ends cancelled, failed (timeout), or goes back to its queue."""
     if e.reason == "cancel":
         log.warning("job %s cancelled at iteration %d", job_id, e.iteration)
-        ctx.store.mark_finished(job_id, JobState.CANCELLED, error=f"cancelled at iteration {e.iteration}",
-                                lease_holder=holder)
+        if not ctx.store.mark_finished(job_id, JobState.CANCELLED, error=f"cancelled at iteration {e.iteration}",
+                                       lease_holder=holder):
+            lost(job_id)
         raise JobCancelled(f"cancelled at iteration {e.iteration}") from None
     if e.reason.startswith("timed out"):
         fail(ctx, job_id, f"{e.reason} (at iteration {e.iteration})", holder)
     if e.reason == "lease lost":  # another worker runs it now: leave its state alone, drop this message
-        log.error("job %s: lease lost at iteration %d; another worker has it", job_id, e.iteration)
-        raise Reject("lease lost", requeue=False) from None
+        lost(job_id)
     log.warning("job %s handed back to its queue at iteration %d (checkpointed)", job_id, e.iteration)
+    ctx.handback = False  # one hand-back per signal: a worker that goes on serving runs its next job
     ctx.store.mark_requeued(job_id)
     ctx.store.release_lease(job_id, holder)
     raise Reject("handed back by a stopping worker", requeue=True) from None

@@ -171,7 +171,8 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink | None, flush_it
 
     `checkpoint` is handed a Resume every `checkpoint_every` iterations (else every `checkpoint_interval_s`),
     always right after a flush, so the history holds exactly the iterations before it. `should_stop` is
-    asked once per iteration (plain Python, no sync); a reason flushes, checkpoints and raises Interrupted.
+    asked once per iteration (plain Python, no sync); a reason raises Interrupted, after a flush (unless
+    the lease was lost) and, for a hand-back, a checkpoint.
     """
     data = draw(spec, device)
     w1, w2, lr = data.w1, data.w2, spec.lr
@@ -183,57 +184,61 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink | None, flush_it
     if autograd:
         w1.requires_grad_()
         w2.requires_grad_()
-    fast = fast_step(spec, data, w1, w2, device)
     # bfloat16 losses widen exactly into float32
     losses = LossRecorder(sink, min(flush_iterations, spec.iterations),
                           torch.float64 if spec.dtype == "float64" else torch.float32, device, start)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        fast = fast_step(spec, data, w1, w2, device)
+        t0 = last_flush = last_ckpt = time.perf_counter()
 
-    t0 = last_flush = last_ckpt = time.perf_counter()
-
-    def snapshot(t: int) -> Resume:
-        losses.flush()
-        return Resume(t, w1.detach(), w2.detach(), losses.best, losses.best_at, losses.last,
-                      start.seconds + time.perf_counter() - t0)
-
-    for t in range(start.iteration, spec.iterations):
-        # stop when asked, checkpoint when due
-        if reason := should_stop():
-            if checkpoint is not None:
-                checkpoint(snapshot(t))
+        def snapshot(t: int) -> Resume:
             losses.flush()
-            raise Interrupted(t, reason)
-        if checkpoint is not None and t > start.iteration:
+            return Resume(t, w1.detach(), w2.detach(), losses.best, losses.best_at, losses.last,
+                          start.seconds + time.perf_counter() - t0)
+
+        for t in range(start.iteration, spec.iterations):
+            # stop when asked, checkpoint when due
+            if reason := should_stop():
+                if reason == "handback" and checkpoint is not None:
+                    checkpoint(snapshot(t))  # to resume from elsewhere
+                if reason != "lease lost":  # a job taken over is no longer ours to write
+                    losses.flush()
+                raise Interrupted(t, reason)
+            if checkpoint is not None and t > start.iteration:
+                now = time.perf_counter()
+                due = t % checkpoint_every == 0 if checkpoint_every else now - last_ckpt >= checkpoint_interval_s
+                if due:
+                    checkpoint(snapshot(t))
+                    last_ckpt = last_flush = now
+
+            # forward, backward, update
+            if fast is not None:
+                loss = fast()
+            elif autograd:
+                y_pred = activate(data.x.mm(w1), spec.activation).mm(w2)
+                loss = loss_value(y_pred, data, spec.loss)
+                loss.backward()
+                with torch.no_grad():
+                    w1 -= lr * w1.grad
+                    w2 -= lr * w2.grad
+                    w1.grad.zero_()
+                    w2.grad.zero_()
+            else:
+                loss, dw1, dw2 = manual_grads(data, w1, w2, spec.activation, spec.loss)
+                w1 -= lr * dw1
+                w2 -= lr * dw2
+
+            # record the loss on the device; flush a batch to the host now and then
+            if sink is None:
+                continue
+            full = losses.record(loss)
             now = time.perf_counter()
-            due = t % checkpoint_every == 0 if checkpoint_every else now - last_ckpt >= checkpoint_interval_s
-            if due:
-                checkpoint(snapshot(t))
-                last_ckpt = last_flush = now
-
-        # forward, backward, update
-        if fast is not None:
-            loss = fast()
-        elif autograd:
-            y_pred = activate(data.x.mm(w1), spec.activation).mm(w2)
-            loss = loss_value(y_pred, data, spec.loss)
-            loss.backward()
-            with torch.no_grad():
-                w1 -= lr * w1.grad
-                w2 -= lr * w2.grad
-                w1.grad.zero_()
-                w2.grad.zero_()
-        else:
-            loss, dw1, dw2 = manual_grads(data, w1, w2, spec.activation, spec.loss)
-            w1 -= lr * dw1
-            w2 -= lr * dw2
-
-        # record the loss on the device; flush a batch to the host now and then
-        if sink is None:
-            continue
-        full = losses.record(loss)
-        now = time.perf_counter()
-        if full or t == spec.iterations - 1 or now - last_flush >= flush_interval_s:
-            losses.flush()
-            last_flush = now
+            if full or t == spec.iterations - 1 or now - last_flush >= flush_interval_s:
+                losses.flush()
+                last_flush = now
+    finally:  # TF32 is process-wide: the next job (an op, say) must not inherit it
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
     return TrainResult(w1.detach(), w2.detach(), losses.last, losses.best, losses.best_at,
                        start.seconds + time.perf_counter() - t0)
@@ -242,11 +247,8 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink | None, flush_it
 def fast_step(spec: TrainSpec, data: Data, w1: torch.Tensor, w2: torch.Tensor,
               device: torch.device) -> Callable[[], torch.Tensor] | None:
     """The fast path's step (graphed with --cuda-graph), or None for the plain loop."""
-    if spec.tf32 and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # a worker runs one job at a time; reset below
-        torch.backends.cudnn.allow_tf32 = True
-    elif device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    if device.type == "cuda":  # train() puts the process-wide setting back when the job ends
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = spec.tf32
     if not (spec.fast or spec.cuda_graph):
         return None
     from worker.fastpath import FastStep, GraphedStep

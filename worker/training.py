@@ -32,7 +32,8 @@ def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: Worke
     deadline = time.monotonic() + spec.timeout - (resume.state.seconds if resume else 0.0) if spec.timeout else None
 
     def sink(first: int, losses: torch.Tensor) -> None:
-        ctx.store.append_losses(job_id, first, losses.numpy())
+        if not ctx.store.append_losses(job_id, first, losses.numpy(), ctx.lease_holder):
+            ctx.lease_lost = True  # taken over: the loop stops at its next iteration, writing nothing more
         ctx.progress = (first + len(losses), spec.iterations)  # the heartbeat reports it
 
     def should_stop() -> str | None:
@@ -81,7 +82,8 @@ def save_checkpoint(ctx: WorkerContext, job_id: str, state: mlp.Resume) -> None:
     meta = {"iteration": state.iteration, "best_loss": state.best_loss, "best_iteration": state.best_iteration,
             "last_loss": state.last_loss, "seconds": state.seconds, "stream_id": ctx.store.last_loss_id(job_id)}
     tensors = {"w1": state.w1.cpu().contiguous(), "w2": state.w2.cpu().contiguous(), "rng": torch.get_rng_state()}
-    ctx.store.put_checkpoint(job_id, save(tensors, metadata={"state": json.dumps(meta)}))
+    if not ctx.store.put_checkpoint(job_id, save(tensors, metadata={"state": json.dumps(meta)}), ctx.lease_holder):
+        ctx.lease_lost = True
 
 
 def load_checkpoint(ctx: WorkerContext, job_id: str) -> Checkpoint | None:

@@ -31,7 +31,9 @@ class Transport(kombu_redis.Transport):
 
     def _deliver(self, message: object, queue: str) -> None:
         # JSON, but not an envelope: kombu would fail with a KeyError it counts as a lost connection
-        if not (isinstance(message, dict) and isinstance(message.get("properties"), dict) and "body" in message):
+        properties = message.get("properties") if isinstance(message, dict) else None
+        if not (isinstance(properties, dict) and isinstance(properties.get("delivery_tag"), str)
+                and "body" in message):
             log.error("dropped an item from queue %s that is not a task message: %.200r", queue, message)
             return
         super()._deliver(message, queue)

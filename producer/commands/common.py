@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -36,7 +37,18 @@ def jobs_or_group(c, job_ids: tuple[str, ...], group_id: str | None) -> list[str
 
 
 def print_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    """Strict JSON: a non-finite number (a diverged loss, a division by zero) is written as null."""
+    click.echo(json.dumps(finite(obj), indent=2, default=str, allow_nan=False))
+
+
+def finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def say(message: str) -> None:

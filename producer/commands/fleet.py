@@ -69,16 +69,14 @@ def down(timeout: float) -> None:
 @broker_option
 def worker(gpus: str, name: str | None, queues: tuple[str, ...], loglevel: str, broker: str | None) -> None:
     """Run workers on this node: one Celery process pinned to each GPU, or one CPU worker."""
-    from shared.protocol import QUEUE_NAME
+    from shared.protocol import check_queue_name
     from shared.settings import resolve
     from worker import launcher
 
     if name and "@" in name:
         raise click.BadParameter("give the stem only; @host is added", param_hint="--name")
     for q in queues:
-        if not QUEUE_NAME.fullmatch(q):
-            raise click.BadParameter(f"{q!r} is not a queue name (letters, digits, '.', '_', '-')",
-                                     param_hint="--queue")
+        check_queue_name(q)
     sys.exit(launcher.run(resolve(broker), gpus, name, queues, loglevel.upper()))
 
 

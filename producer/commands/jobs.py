@@ -128,6 +128,8 @@ def result(job_id: str, output: Path | None, as_json: bool, broker: str | None) 
         if output is not None:
             if output.suffix.lower() != ".safetensors":
                 raise BadInput("a training job's weights are written as .safetensors")
+            if not output.parent.is_dir():
+                raise BadInput(f"-o: no such folder: {output.parent}")
             output.write_bytes(job.artifact_bytes("weights"))
             click.echo(f"wrote weights w1, w2 of job {job.id} to {output}", err=True)
             return
@@ -160,7 +162,7 @@ def cancel(job_ids: tuple[str, ...], group_id: str | None, wait_s: float, as_jso
     """Cancel jobs: queued ones never start; running ones stop within a second, keeping their history."""
     c = client(broker)
     jobs = [c.job(j) for j in jobs_or_group(c, job_ids, group_id)]  # unknown ids exit 2 before any cancel
-    finals = [job.cancel(wait_s) for job in jobs]
+    finals = c.cancel(jobs, wait_s)
     if as_json:
         print_json([f.to_status() for f in finals])
         return

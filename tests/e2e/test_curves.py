@@ -190,9 +190,8 @@ def test_finished_jobs_expire_with_a_history_ttl(redis_server) -> None:
     store = JobStore(redis_server.client(), Keys("ttltest:"), REPO / "unused", history_ttl_s=120)
     store.create("j1", "train", {}, "cpu")
     store.append_losses("j1", 0, np.ones(3, dtype=np.float32))
-    store.put_artifact("j1", "weights", b"w")
     assert store.redis.ttl("ttltest:job:j1") == -1  # nothing expires while the job runs
-    store.mark_finished("j1", JobState.SUCCEEDED, summary={})
+    store.mark_finished("j1", JobState.SUCCEEDED, summary={}, artifacts={"weights": b"w"})
     for key in ("ttltest:job:j1", "ttltest:job:j1:loss", "ttltest:job:j1:artifact:weights"):
         assert 0 < store.redis.ttl(key) <= 120
     store.redis.delete("ttltest:job:j1")  # as if expired: the listing forgets it and prunes the index

@@ -79,6 +79,14 @@ def test_scalars_stay_scalars(tq, cpu_worker) -> None:
     assert got == {"dtype": "float32", "shape": [], "data": 3.5}
 
 
+def test_json_stays_strict_when_results_are_not_finite(tq, cpu_worker) -> None:
+    """Given 1/0 and 0/0, `result --json` is strict JSON: the infinities and NaN are null."""
+    status = submit_and_wait(tq, "div", "[1.0, 0.0, 2.0]", "[0.0, 0.0, 4.0]")
+    out = tq("result", status["id"], "--json").stdout
+    assert "Infinity" not in out and "NaN" not in out
+    assert json.loads(out)["data"] == [None, None, 0.5]
+
+
 def test_python_client_round_trip(client, cpu_worker) -> None:
     job = client.submit_op("matmul", np.eye(2, dtype=np.float32), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     record = job.wait(timeout=60)

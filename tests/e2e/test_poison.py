@@ -105,6 +105,7 @@ def test_items_that_are_not_messages_are_dropped_and_the_worker_serves_on(client
     r.lpush("cpu", b"\x00\xff garbage \x80")
     r.lpush("cpu", json.dumps({"not": "an envelope"}))
     r.lpush("cpu", json.dumps([1, 2, 3]))
+    r.lpush("cpu", json.dumps({"properties": {}, "body": ""}))  # an envelope without a delivery tag
     client.celery.send_task("tensorq.train", kwargs={"spec": {"kind": "nope"}}, task_id="no-such-job", queue="cpu")
     done = tq("submit", "train", "--iterations", "5", "--wait", "--json")
     assert done.returncode == 0, done.stderr
