@@ -34,7 +34,12 @@ def up(detach: bool, redis_port: int | None, flower_port: int | None, gpus: str,
     say("tensorq is up; press Ctrl-C to stop")
     import signal
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    def stop_now(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # both, explicitly: a shell that starts `up` in the background leaves SIGINT ignored
+    signal.signal(signal.SIGTERM, stop_now)
+    signal.signal(signal.SIGINT, stop_now)
     try:
         while True:
             signal.pause()

@@ -99,3 +99,25 @@ def test_a_busy_explicit_port_is_refused_and_a_busy_default_is_skipped(tmp_path)
 def test_down_without_up_says_so(tmp_path) -> None:
     done = run(stack_env(tmp_path / "home"), "down")
     assert done.returncode == 0 and "nothing to stop" in done.stderr
+
+
+def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path) -> None:
+    """Given `tensorq up` in the foreground (started from a script, where SIGINT may be ignored), Ctrl-C
+    (SIGINT) stops the workers and Redis and removes the record."""
+    import signal
+    import subprocess
+
+    from tests.conftest import wait_until
+
+    env = stack_env(tmp_path / "home")
+    up = subprocess.Popen([sys.executable, "-m", "producer", "up", "--no-flower", "--gpus", "none", "--redis-port",
+                           str(free_port())], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    record_file = tmp_path / "home" / "stack.json"
+    wait_until(lambda: record_file.exists() and json.loads(record_file.read_text()).get("workers"), 90, "up")
+    record = json.loads(record_file.read_text())
+    up.send_signal(signal.SIGINT)
+    assert up.wait(timeout=90) == 0
+    assert "stopped Redis" in up.stdout.read().decode()
+    assert not record_file.exists()
+    assert not stack.alive(record["redis"]["pid"]) and not stack.alive(record["workers"]["pid"])
