@@ -321,6 +321,17 @@ class JobStore:
             for name in ARTIFACT_NAMES:
                 p.expire(self.keys.artifact(job_id, name), self.history_ttl_s)
 
+    def fail_if_waiting(self, job_id: str, error: str) -> str | None:
+        """End a job `failed` for a message that cannot run, unless the message is a stray: the job has
+        ended, runs elsewhere, or has no record. None when it was ended; else why not (`missing` or its state)."""
+        state = self.state(job_id)
+        if state is None:
+            return "missing"
+        if state.finished or state == JobState.RUNNING:
+            return state.value
+        self.mark_finished(job_id, JobState.FAILED, error=error)
+        return None
+
     def request_cancel(self, job_id: str) -> str:
         """`cancelled` (it was queued: it will never start), `requested` (it is running: its worker stops it
         at the next iteration), or the state it had already ended in."""

@@ -9,8 +9,6 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from shared.protocol import JobState
-
 log = logging.getLogger(__name__)
 
 
@@ -38,12 +36,10 @@ def fail_job_of(message: Any, reason: str) -> None:
     headers = getattr(message, "headers", None) or {}
     job_id = headers.get("id") if isinstance(headers, dict) else None
     try:
-        store = context.get().store
-        state = store.state(job_id) if isinstance(job_id, str) else None
-        if state is None:
-            log.error("dropped a message that names no known job: %s", reason)
-        elif not state.finished:
-            store.mark_finished(job_id, JobState.FAILED, error=reason)
+        why_not = context.get().store.fail_if_waiting(job_id, reason) if isinstance(job_id, str) else "missing"
+        if why_not is None:
             log.error("job %s failed: %s", job_id, reason)
+        else:
+            log.error("dropped a message for a job that is %s: %s", why_not, reason)
     except Exception as e:  # a poisoned message must never take the worker down
         log.error("could not record a poisoned message (%s): %s", reason, e)

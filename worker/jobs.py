@@ -86,13 +86,14 @@ def fail(ctx: context.WorkerContext, job_id: str, message: str, lease_holder: st
 
 
 def fail_unless_taken(ctx: context.WorkerContext, job_id: str, message: str) -> dict[str, Any]:
-    """A message this worker cannot run fails its job, unless the job has ended or runs elsewhere (then this
-    is a stray duplicate, dropped)."""
-    state = ctx.store.state(job_id)
-    if state is not None and (state.finished or state == JobState.RUNNING):
-        log.warning("job %s is %s; dropping a message this worker cannot run (%s)", job_id, state.value, message)
-        return {"skipped": f"already {state.value}"}
-    fail(ctx, job_id, message)
+    """A message this worker cannot run fails its job, unless the job has ended, runs elsewhere or has no
+    record (then the message is a stray, dropped)."""
+    why_not = ctx.store.fail_if_waiting(job_id, message)
+    if why_not is None:
+        log.error("job %s failed: %s", job_id, message)
+        raise JobFailed(message) from None
+    log.warning("job %s is %s; dropping a message this worker cannot run (%s)", job_id, why_not, message)
+    return {"skipped": why_not}
 
 
 def lost(job_id: str) -> NoReturn:

@@ -174,12 +174,16 @@ def rerun(job_id: str, changes: tuple[str, ...], wait: bool, watch: bool, as_jso
     _after_submit(c, c.rerun(job_id, updates), wait, watch, as_json)
 
 
+def warn_unserved(c, queues: set[str]) -> None:
+    served = {q for node in c.registry.live() for q in (node.get("queues") or "").split(",")}
+    for queue in sorted(queues - served):
+        say(f"warning: no live worker consumes queue {queue!r}; jobs wait there until one does")
+
+
 def _after_group(c, group_id: str, jobs: list, wait: bool, watch: bool, as_json: bool) -> None:
     """A group's contract: `--json` prints {"group", "ids"} (with --wait, after the jobs ended)."""
-    records = [j.status() for j in jobs]
-    for queue in sorted({r.queue for r in records}):
-        if not c.registry.serves(queue):
-            say(f"warning: no live worker consumes queue {queue!r}; its jobs wait there")
+    records = c.store.get_many([j.id for j in jobs])
+    warn_unserved(c, {r.queue for r in records})
     if not as_json:
         queues = ", ".join(sorted({r.queue for r in records}))
         say(f"submitted {len(jobs)} jobs as group {group_id} (queue {queues}); `tensorq group {group_id}` ranks them")
@@ -201,8 +205,7 @@ def _after_group(c, group_id: str, jobs: list, wait: bool, watch: bool, as_json:
 
 def _after_submit(c, job, wait: bool, watch: bool, as_json: bool) -> None:
     record = job.status()
-    if not c.registry.serves(record.queue):
-        say(f"warning: no live worker consumes queue {record.queue!r}; the job waits there")
+    warn_unserved(c, {record.queue})
     if not (wait or watch):
         if as_json:
             print_json({"id": job.id, "kind": record.kind, "state": record.state, "queue": record.queue})
