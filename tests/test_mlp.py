@@ -80,6 +80,27 @@ def test_losses_arrive_in_contiguous_batches() -> None:
     assert [f for f, _ in calls] == [0, 7, 14, 21, 28]
 
 
+@pytest.mark.parametrize("recorder", ["host", "device buffer"])
+def test_both_loss_recorders_hand_over_the_same_batches(recorder: str) -> None:
+    """Given the same losses, the CPU's recorder (plain reads) and the GPU's (a device buffer, here made on the
+    CPU) flush the same batches, in the recorder's dtype, and track the same best and last loss."""
+    batches: list[tuple[int, torch.dtype, list[float]]] = []
+    args = (lambda first, v: batches.append((first, v.dtype, v.tolist())), 2, torch.float32,
+            mlp.Resume(10, torch.zeros(1), torch.zeros(1)))
+    losses = mlp.HostLosses(*args) if recorder == "host" else mlp.DeviceLosses(*args, CPU)
+    for value in [5.0, 3.25, 4.0, 1.5, 2.0]:
+        if losses.record(torch.tensor(value, dtype=torch.bfloat16)):  # widened exactly
+            losses.flush()
+    losses.flush()
+    assert batches == [(10, torch.float32, [5.0, 3.25]), (12, torch.float32, [4.0, 1.5]), (14, torch.float32, [2.0])]
+    assert (losses.best, losses.best_at, losses.last) == (1.5, 13, 2.0)
+
+
+def test_the_cpu_records_losses_on_the_host() -> None:
+    start = mlp.Resume(0, torch.zeros(1), torch.zeros(1))
+    assert isinstance(mlp.LossRecorder.for_device(print, 4, torch.float32, CPU, start), mlp.HostLosses)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
 @pytest.mark.parametrize("grad", ["autograd", "manual"])
 def test_other_dtypes_train_and_lower_the_loss(dtype: str, grad: str) -> None:
