@@ -18,12 +18,12 @@ from worker.app import app
 from worker.jobs import execute_op, run_job
 
 
-def requeue_on_redis_errors(task: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+def requeue_on_redis_errors(task: Callable[..., dict[str, Any] | str]) -> Callable[..., dict[str, Any] | str]:
     """Redis unreachable mid-job: put the message back (a retry on a healthy broker), rather than let Celery
     acknowledge a failed task and lose the job."""
 
     @functools.wraps(task)
-    def shell(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def shell(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | str:
         import redis
 
         try:
@@ -42,13 +42,13 @@ def execute_train(*args: Any) -> dict[str, Any]:
 
 @app.task(name=TaskName.TRAIN.value, bind=True, throws=(JobFailed, JobCancelled))
 @requeue_on_redis_errors
-def train(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def train(self, *args: Any, **kwargs: Any) -> dict[str, Any] | str:
     return run_job(self.request.id, self.request.hostname, args, kwargs, Kind.TRAIN.value, execute_train)
 
 
 @app.task(name=TaskName.TENSOR_OP.value, bind=True, throws=(JobFailed, JobCancelled))
 @requeue_on_redis_errors
-def tensor_op(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def tensor_op(self, *args: Any, **kwargs: Any) -> dict[str, Any] | str:
     return run_job(self.request.id, self.request.hostname, args, kwargs, Kind.OP.value, execute_op)
 
 

@@ -144,6 +144,7 @@ def test_an_op_job_shows_as_a_tensor_op_task(flower, tq) -> None:
     task = finished_task(flower, json.loads(done.stdout)["id"])
     assert task["name"] == "tensorq.tensor_op"
     assert task["kwargs"].startswith("add 2:int64 2:int64 -> 2"), task["kwargs"]  # not the base64 operands
+    assert task["result"] == "'add -> int64[2] on cpu'", task["result"]  # one line; the summary is in the store
 
 
 def test_prometheus_metrics_count_training_tasks(flower, train_job) -> None:
