@@ -57,6 +57,9 @@ def celery_config(settings: Settings) -> dict:
 def make_celery(settings: Settings, main: str = "tensorq") -> Celery:
     from celery import Celery
 
+    from shared import transport
+
+    transport.install()  # garbage in a queue is dropped, never fatal; one Redis client per pool
     app = Celery(main)
     app.conf.update(celery_config(settings))
     return app

@@ -13,11 +13,9 @@ from celery.signals import worker_ready, worker_shutdown
 
 from shared import settings as settings_mod
 from shared.celery_app import make_celery
-from worker import transport
 
 log = logging.getLogger(__name__)
 
-transport.install()  # a garbage item in a queue is dropped, never fatal
 app = make_celery(settings_mod.resolve())
 app.conf.include = ["worker.tasks"]
 app.conf.worker_consumer = "worker.consumer:Consumer"  # poisoned messages fail their job, never the worker
