@@ -28,8 +28,9 @@ def main() -> int:
 
         client = Client(stack.url)
         results = measures.tiny_ops(stack, client, n, rounds)
-        results.append(measures.train_wall(client, iterations, rounds))
-        results.append(measures.recording(iterations, rounds + 2))  # the noisiest: two more rounds
+        # the training pair are the noisiest (a few percent from run to run): more rounds
+        results.append(measures.train_wall(client, iterations, rounds + 4))
+        results.append(measures.recording(iterations, rounds + 4))
         job_id = client.submit_op("add", 1, 2, device="cpu", queue="bench").id
         results += measures.startup(stack, job_id, 5 if args.quick else 15)
     finally:

