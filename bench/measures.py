@@ -34,10 +34,9 @@ class Result:
 def result(name: str, tensorq: float, yardstick: float, unit: str, goal_op: str, goal: float, detail: str,
            ratio: float | None = None) -> Result:
     """`ratio` defaults to tensorq / yardstick."""
-    ratio = tensorq / yardstick if ratio is None else ratio
+    ratio = round(tensorq / yardstick if ratio is None else ratio, 3)  # judged as printed
     met = ratio >= goal if goal_op == ">=" else ratio <= goal
-    return Result(name, round(tensorq, 4), round(yardstick, 4), unit, round(ratio, 3), f"{goal_op} {goal}", met,
-                  detail)
+    return Result(name, round(tensorq, 4), round(yardstick, 4), unit, ratio, f"{goal_op} {goal}", met, detail)
 
 
 def _rate(fn, n: int) -> float:
@@ -142,13 +141,13 @@ def paired(name: str, ours: list[float], theirs: list[float], goal: float, what:
 def _alternating(ours, theirs, rounds: int) -> tuple[list[float], list[float]]:
     """Seconds for each of `rounds` runs of both; which goes first alternates, so neither always runs on
     the heap, caches or clock speed the other left behind."""
-    times: dict[object, list[float]] = {ours: [], theirs: []}
+    times: tuple[list[float], list[float]] = ([], [])
     for i in range(rounds):
-        for fn in (ours, theirs) if i % 2 == 0 else (theirs, ours):
+        for side in (0, 1) if i % 2 == 0 else (1, 0):
             started = time.perf_counter()
-            fn()
-            times[fn].append(time.perf_counter() - started)
-    return times[ours], times[theirs]
+            (ours, theirs)[side]()
+            times[side].append(time.perf_counter() - started)
+    return times
 
 
 def tensorq_cmd() -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from kombu.transport import TRANSPORT_ALIASES
+from kombu import transport as kombu_transport
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
@@ -58,4 +58,7 @@ def install() -> None:
     """Make `redis://` and `rediss://` broker URLs use this transport in this process (every Celery app in
     it: the transport behaves as kombu's, but for the two changes above)."""
     for scheme in ("redis", "rediss"):
-        TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
+        kombu_transport.TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
+        # kombu memoizes a name's class the first time a Connection is made: one made before this call
+        # (another Celery app in the process, say) must not pin kombu's own class for good
+        kombu_transport._transport_cache.pop(scheme, None)

@@ -229,7 +229,7 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink | None, flush_it
         w2.requires_grad_()
     # bfloat16 losses widen exactly into float32
     losses = LossRecorder.for_device(sink, min(flush_iterations, spec.iterations),
-                          torch.float64 if spec.dtype == "float64" else torch.float32, device, start)
+                                     torch.float64 if spec.dtype == "float64" else torch.float32, device, start)
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         fast = fast_step(spec, data, w1, w2, device)

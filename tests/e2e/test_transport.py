@@ -3,9 +3,19 @@ commands still reach the server through it."""
 
 from __future__ import annotations
 
+import kombu.transport
 from kombu import Connection
+from kombu.transport import redis as kombu_redis
 
 from shared import transport
+
+
+def test_install_wins_over_a_connection_made_before_it(redis_server) -> None:
+    """kombu memoizes the class behind `redis` at the first Connection; install() must still take effect."""
+    kombu.transport._transport_cache["redis"] = kombu_redis.Transport  # as if a Connection came first
+    transport.install()
+    with Connection(redis_server.url) as conn:
+        assert isinstance(conn.default_channel, transport.Channel)
 
 
 def test_the_channel_reuses_one_client_per_pool_and_follows_a_new_pool(redis_server) -> None:
