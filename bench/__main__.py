@@ -18,6 +18,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer jobs and rounds (a smoke run)")
     args = parser.parse_args()
     n, rounds, iterations = (60, 1, 1000) if args.quick else (300, 3, 5000)
+    pair_rounds = 4 if args.quick else 8  # the training pairs are the noisiest: more rounds, an even number
 
     stack = Stack()
     os.environ.update({"BENCH_BROKER_URL": stack.url, "TENSORQ_BROKER_URL": stack.url})
@@ -28,9 +29,9 @@ def main() -> int:
 
         client = Client(stack.url)
         results = measures.tiny_ops(stack, client, n, rounds)
-        # the training pair are the noisiest (a few percent from run to run): more rounds
-        results.append(measures.train_wall(client, iterations, rounds + 4))
-        results.append(measures.recording(iterations, rounds + 4))
+        results.append(measures.train_wall(client, iterations, pair_rounds))
+        results.append(measures.recording(iterations, pair_rounds))
+        floor = measures.noise_floor(iterations, pair_rounds)
         job_id = client.submit_op("add", 1, 2, device="cpu", queue="bench").id
         results += measures.startup(stack, job_id, 5 if args.quick else 15)
     finally:
@@ -38,7 +39,7 @@ def main() -> int:
 
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {platform.machine()}, "
               f"{os.cpu_count()} CPUs, Python {platform.python_version()}", "quick": args.quick,
-              "results": [r.as_dict() for r in results]}
+              "results": [r.as_dict() for r in results], "noise_floor": floor}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -46,6 +47,7 @@ def main() -> int:
         for r in results:
             print(f"  {'ok ' if r.met else 'MISS'} {r.name}: tensorq {r.tensorq:g} {r.unit}, yardstick "
                   f"{r.yardstick:g} {r.unit}: ratio {r.ratio:.3f} (goal {r.goal}) - {r.detail}")
+        print(f"  noise floor, {floor['name']}: ratio {floor['ratio']:.3f} - {floor['detail']}")
     return 0 if all(r.met for r in results) else 1
 
 

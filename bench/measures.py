@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
 import subprocess
@@ -130,17 +131,46 @@ def recording(iterations: int, rounds: int) -> Result:
                   f"{iterations} iterations at the note's sizes")
 
 
+def noise_floor(iterations: int, rounds: int) -> dict:
+    """The training pairs' estimator applied to one loop against itself (recording off on both sides): how
+    far from 1.0 this machine moves a ratio that should be exactly 1, in this run."""
+    import torch
+
+    from shared.specs import TrainSpec
+    from worker import mlp
+
+    spec = TrainSpec(iterations=iterations, seed=0)
+    a, b = _alternating(lambda: mlp.train(spec, torch.device("cpu"), sink=None),
+                        lambda: mlp.train(spec, torch.device("cpu"), sink=None), rounds)
+    return {"name": "the loop against itself (A/A)", "ratio": round(paired_ratio(a, b), 3),
+            "detail": f"{iterations} iterations, recording off on both sides; {rounds} rounds, ratio: {ESTIMATOR}"}
+
+
 def paired(name: str, ours: list[float], theirs: list[float], goal: float, what: str) -> Result:
-    """Seconds, lower is better: the ratio is the median of the rounds' own ratios (each round ran both back
-    to back), so a slow spell of the machine that spans one round moves one ratio, not the result."""
-    ratio = statistics.median(o / t for o, t in zip(ours, theirs, strict=True))
+    """Seconds, lower is better, from `_alternating`: the ratio is taken from the rounds' own ratios (each
+    round ran both back to back), so a slow spell of the machine that spans one round moves one ratio, not
+    the result."""
     return result(name, statistics.median(ours), statistics.median(theirs), "s", "<=", goal,
-                  f"{what}; {len(ours)} rounds, medians, ratio: median of the rounds' ratios", ratio)
+                  f"{what}; {len(ours)} rounds, medians, ratio: {ESTIMATOR}", paired_ratio(ours, theirs))
+
+
+ESTIMATOR = "geometric mean of the median round ratio with ours first and with theirs first"
+
+
+def paired_ratio(ours: list[float], theirs: list[float]) -> float:
+    """Running first or second in a round can cost a few percent by itself (measured up to 6% on a 2-core VM,
+    with one loop against itself): the median ratio of the rounds where ours ran first and that of the rounds
+    where theirs did are combined so that this cancels."""
+    ratios = [o / t for o, t in zip(ours, theirs, strict=True)]
+    first, second = ratios[0::2], ratios[1::2]  # _alternating: even rounds run ours first
+    return math.sqrt(statistics.median(first) * statistics.median(second))
 
 
 def _alternating(ours, theirs, rounds: int) -> tuple[list[float], list[float]]:
-    """Seconds for each of `rounds` runs of both; which goes first alternates, so neither always runs on
-    the heap, caches or clock speed the other left behind."""
+    """Seconds for each of `rounds` runs of both (an even number); which goes first alternates, so neither
+    always runs on the heap, caches or clock speed the other left behind."""
+    if rounds < 2 or rounds % 2:
+        raise ValueError(f"an even number of rounds, at least 2 (got {rounds})")
     times: tuple[list[float], list[float]] = ([], [])
     for i in range(rounds):
         for side in (0, 1) if i % 2 == 0 else (1, 0):

@@ -26,3 +26,4 @@ def test_the_quick_benchmark_reports_every_ratio_against_its_goal() -> None:
         assert r["met"] == (r["ratio"] >= float(goal) if op == ">=" else r["ratio"] <= float(goal)), r
     assert done.returncode == (0 if all(r["met"] for r in results) else 1), done.stderr[-2000:]
     assert report["quick"] is True and report["machine"]
+    assert report["noise_floor"]["ratio"] > 0
