@@ -119,14 +119,7 @@ def train_wall(client, iterations: int, rounds: int) -> Result:
 
 def recording(iterations: int, rounds: int) -> Result:
     """The training loop with every loss recorded (batched flushes) against no recording."""
-    import torch
-
-    from shared.specs import TrainSpec
-    from worker import mlp
-
-    spec = TrainSpec(iterations=iterations, seed=0)
-    on, off = _alternating(lambda: mlp.train(spec, torch.device("cpu"), sink=lambda first, losses: None),
-                           lambda: mlp.train(spec, torch.device("cpu"), sink=None), rounds)
+    on, off = _alternating(_loop(iterations, record=True), _loop(iterations, record=False), rounds)
     return paired("loss recording on vs off, in the loop", on, off, 1.03,
                   f"{iterations} iterations at the note's sizes")
 
@@ -134,16 +127,21 @@ def recording(iterations: int, rounds: int) -> Result:
 def noise_floor(iterations: int, rounds: int) -> dict:
     """The training pairs' estimator applied to one loop against itself (recording off on both sides): how
     far from 1.0 this machine moves a ratio that should be exactly 1, in this run."""
+    a, b = _alternating(_loop(iterations, record=False), _loop(iterations, record=False), rounds)
+    return {"name": "the loop against itself (A/A)", "ratio": round(paired_ratio(a, b), 3),
+            "detail": f"{iterations} iterations, recording off on both sides; {rounds} rounds, ratio: {ESTIMATOR}"}
+
+
+def _loop(iterations: int, record: bool):
+    """tensorq's training loop at the note's sizes on the CPU, every loss handed over or none."""
     import torch
 
     from shared.specs import TrainSpec
     from worker import mlp
 
-    spec = TrainSpec(iterations=iterations, seed=0)
-    a, b = _alternating(lambda: mlp.train(spec, torch.device("cpu"), sink=None),
-                        lambda: mlp.train(spec, torch.device("cpu"), sink=None), rounds)
-    return {"name": "the loop against itself (A/A)", "ratio": round(paired_ratio(a, b), 3),
-            "detail": f"{iterations} iterations, recording off on both sides; {rounds} rounds, ratio: {ESTIMATOR}"}
+    spec, cpu = TrainSpec(iterations=iterations, seed=0), torch.device("cpu")
+    sink = (lambda first, losses: None) if record else None
+    return lambda: mlp.train(spec, cpu, sink=sink)
 
 
 def paired(name: str, ours: list[float], theirs: list[float], goal: float, what: str) -> Result:
