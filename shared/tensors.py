@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +60,9 @@ def decode(wire: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
 
 
-def from_literal(value: Any, label: str = "tensor") -> np.ndarray:
-    """torch.tensor's reading of a nested list: all integers -> int64, any float -> float32."""
+def from_literal(value: Any, label: str = "tensor", dtype: str | None = None) -> np.ndarray:
+    """torch.tensor's reading of a nested list: all integers -> int64, any float -> float32; or, given
+    `dtype`, the Python numbers cast straight to it (so `0.1` in float64 is 0.1, never float32's 0.1)."""
     try:
         array = np.array(value)
     except (ValueError, TypeError, OverflowError) as e:
@@ -69,15 +73,31 @@ def from_literal(value: Any, label: str = "tensor") -> np.ndarray:
         raise BadInput(f"{label}: not a rectangular array of numbers (or an integer out of int64 range)")
     if array.size == 0:
         raise BadInput(f"{label}: empty tensor")
-    return array.astype(np.int64 if array.dtype.kind == "i" else np.float32)
+    if array.ndim > MAX_TENSOR_DIMS:
+        raise BadInput(f"{label}: {array.ndim} dimensions, more than {MAX_TENSOR_DIMS} dimensions allowed")
+    target = WIRE_DTYPES[dtype] if dtype else np.dtype(np.int64 if array.dtype.kind == "i" else np.float32)
+    if target.kind == "i":
+        _check_fits_integers(array, target, label)
+    with np.errstate(over="ignore"):  # 1e39 in float32 is inf, as torch.tensor makes it
+        return array.astype(target)
 
 
-def from_json(value: Any, label: str = "tensor") -> np.ndarray:
-    """A bare literal, or the `{"dtype", "shape", "data"}` object that `result --json` and `-o x.json` write."""
+def _check_fits_integers(array: np.ndarray, target: np.dtype, label: str) -> None:
+    """torch refuses to make an integer tensor of nan, inf or a value out of the type's range."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise BadInput(f"{label}: nan and inf cannot be held by {dtype_name(np.empty(0, target))}")
+    info = np.iinfo(target)
+    if array.min() < info.min or array.max() > info.max:
+        raise BadInput(f"{label}: a value is out of the range of {dtype_name(np.empty(0, target))}")
+
+
+def from_json(value: Any, label: str = "tensor", dtype: str | None = None) -> np.ndarray:
+    """A bare literal, or the `{"dtype", "shape", "data"}` object that `result --json` and `-o x.json` write
+    (where a non-finite number is null)."""
     if not isinstance(value, dict):
-        return from_literal(value, label)
+        return from_literal(value, label, dtype)
     try:
-        array = np.array(value["data"], dtype=WIRE_DTYPES[value["dtype"]])
+        array = np.array(_nulls_as_nan(value["data"]), dtype=WIRE_DTYPES[value["dtype"]])
         shape = tuple(int(d) for d in value["shape"])
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise BadInput(f"{label}: expected a nested list or {{\"dtype\", \"shape\", \"data\"}}") from e
@@ -87,8 +107,26 @@ def from_json(value: Any, label: str = "tensor") -> np.ndarray:
 
 
 def to_literal(array: np.ndarray) -> dict[str, Any]:
-    """`{"dtype", "shape", "data"}` with data as nested lists (the `result --json` contract)."""
-    return {"dtype": dtype_name(array), "shape": list(array.shape), "data": array.tolist()}
+    """`{"dtype", "shape", "data"}` with data as nested lists (the `result --json` contract); a non-finite
+    number is None, so the JSON written is strict."""
+    data = array.tolist()
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        data = _nan_as_null(data)
+    return {"dtype": dtype_name(array), "shape": list(array.shape), "data": data}
+
+
+def _nan_as_null(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_nan_as_null(v) for v in data]
+    return data if math.isfinite(data) else None
+
+
+def _nulls_as_nan(data: Any) -> Any:
+    """JSON's null back to nan: the strict form of a non-finite number (inf is written null too, and comes
+    back as nan: strict JSON has no way to tell them apart)."""
+    if isinstance(data, list):
+        return [_nulls_as_nan(v) for v in data]
+    return math.nan if data is None else data
 
 
 def load_file(path: Path, label: str = "tensor") -> np.ndarray:
@@ -176,7 +214,13 @@ def _load_pt(path: Path, label: str) -> np.ndarray:
         import torch
     except ImportError as e:
         raise BadInput(f"{label}: reading .pt files needs torch (pip install 'tensorq[worker]')") from e
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # torch warns at length about pickles; the one-line error says it all
+        warnings.simplefilter("ignore")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise BadInput(f"{label}: {path} holds pickled Python objects, which tensorq never loads "
+                           "(save a tensor with torch.save(tensor, path), or use .npy/.safetensors)") from None
     if not isinstance(obj, torch.Tensor):
         raise BadInput(f"{label}: {path} holds a {type(obj).__name__}, not a tensor")
     return obj.detach().numpy()

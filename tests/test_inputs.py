@@ -46,12 +46,92 @@ def test_json_literal(text, want):
     assert_same(decoded(operand(text, "A")), want)
 
 
+NOTE_TENSOR = """torch.tensor([[[1., 2.],
+               [3., 4.]],
+
+              [[5., 6.],
+               [7., 8.]]])"""
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("[[1., 2.], [3., 4.]]", np.array([[1, 2], [3, 4]], np.float32)),
+        ("[[1., 2.],\n [3., 4.]]", np.array([[1, 2], [3, 4]], np.float32)),
+        (NOTE_TENSOR, np.arange(1, 9, dtype=np.float32).reshape(2, 2, 2)),
+        (NOTE_TENSOR.removeprefix("torch.tensor(").removesuffix(")"), np.arange(1, 9, dtype=np.float32).reshape(2, 2, 2)),
+        ("1e-3", np.array(1e-3, np.float32)),
+        ("-1.5", np.array(-1.5, np.float32)),
+        ("+2", np.array(2, np.int64)),
+        (".5", np.array(0.5, np.float32)),
+        ("(1, 2)", np.array([1, 2], np.int64)),
+        ("((1, 2), [3, 4])", np.array([[1, 2], [3, 4]], np.int64)),
+        ("[1, 2],[3, 4]", np.array([[1, 2], [3, 4]], np.int64)),
+        ("[1e39]", np.array([np.inf], np.float32)),
+    ],
+)
+def test_python_literal(text, want):
+    """Given a literal as a PyTorch user types it (or pastes it from the note), Then it reads as torch.tensor would."""
+    assert_same(decoded(operand(text, "A")), want)
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "[nan, 1.0]", "inf", "-inf", "[-Infinity]", "[math.inf, torch.nan]"])
+def test_non_finite_literals(text):
+    got = decoded(operand(text, "A"))
+    assert got.dtype == np.float32
+    assert not np.isfinite(got).all()
+    assert np.isnan(got).any() == ("nan" in text.lower())
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [("0.1", 0.1), ("1e39", 1e39), ("5e-324", 5e-324), ("[0.1, 0.2]", [0.1, 0.2]), ("1", 1.0)],
+)
+def test_literal_read_straight_into_float64(text, want):
+    """Given --dtype float64, Then the literal keeps every digit typed (it never passes through float32)."""
+    got = decoded(operand(text, "A", "float64"))
+    assert got.dtype == np.float64
+    assert got.tolist() == want
+
+
+def test_float_literal_cast_to_an_integer_dtype_truncates_as_torch_does():
+    assert_same(decoded(operand("[1.5, 2.7, -1.5]", "A", "int32")), np.array([1, 2, -1], np.int32))
+
+
+@pytest.mark.parametrize(("text", "dtype", "why"), [
+    ("nan", "int64", "nan and inf cannot be held by int64"),
+    ("3000000000", "int32", "out of the range of int32"),
+])
+def test_literal_that_a_dtype_cannot_hold(text, dtype, why):
+    with pytest.raises(BadInput, match=why):
+        operand(text, "A", dtype)
+
+
+def test_literal_is_never_evaluated(tmp_path, monkeypatch):
+    """Given code instead of a literal, Then it is refused and nothing runs."""
+    monkeypatch.chdir(tmp_path)
+    for text in ["[__import__('os').mkdir('x')]", "[(lambda: 1)()]", "[1 + 1]"]:
+        with pytest.raises(BadInput, match="not a valid literal"):
+            operand(text, "A")
+    assert not (tmp_path / "x").exists()
+
+
+def test_literal_over_the_element_limit_is_refused_before_parsing(monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_TENSOR_ELEMENTS", 4)
+    assert "too long for a literal" in refused("[" + "1., " * 200 + "1.]")
+    assert "over the limit" in refused("[1., 2., 3., 4., 5.]")
+
+
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ("[1, 2", "not a valid JSON literal"),
-        ("[1, 2]]", "not a valid JSON literal"),
-        (".5", "not a valid JSON literal"),
+        ("[1, 2", "not a valid literal"),
+        ("[1, 2]]", "not a valid literal"),
+        ("[1, x]", "not a valid literal ('x' is not a number"),
+        ("[1, 2][0]", "not a valid literal"),
+        ("torch.tensor([1], dtype=torch.int32)", "takes the data alone"),
+        ("-[1, 2]", "a sign before a list"),
+        ("[" * 20 + "1" + "]" * 20, "more than 8 dimensions"),
         ("[[1, 2], [3]]", "rectangular"),
         ("[true, false]", "booleans"),
         ("[]", "empty"),
