@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Literal
+import secrets
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -91,9 +92,6 @@ class TensorOpSpec(_Spec):
         if self.seed is None and (self.a.source == "randn" or self.b.source == "randn"):
             raise ValueError("randn operands need a seed")
         _check_elements(self.result_shape, "result")
-        if self.op == "matmul" and self.operand_dtypes[0] != self.operand_dtypes[1]:
-            a, b = self.operand_dtypes
-            raise ValueError(f"matmul: operands have different dtypes ({a} and {b}); pass --dtype to cast both")
         return self
 
     @property
@@ -103,6 +101,11 @@ class TensorOpSpec(_Spec):
     @property
     def operand_dtypes(self) -> tuple[str, str]:
         return (self.dtype or self.a.dtype, self.dtype or self.b.dtype)
+
+    @property
+    def result_dtype(self) -> str:
+        """torch's promotion of the two operands' dtypes, for every op (matmul too: see worker/ops.py)."""
+        return promote(*self.operand_dtypes)
 
 
 class TrainSpec(_Spec):
@@ -126,6 +129,7 @@ class TrainSpec(_Spec):
     tf32: bool = False  # let float32 matmuls use TF32 tensor cores (CUDA only)
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds of training; then `failed`
     checkpoint_every: int | None = Field(None, ge=1, strict=True)  # iterations; None: about every 30 s
+    allow_nonfinite: bool = False  # run on through inf/nan losses (the note's loop) instead of failing `diverged`
 
     @field_validator("lr", "timeout", mode="before")
     @classmethod
@@ -160,6 +164,15 @@ class TrainSpec(_Spec):
 
 JobSpec = Annotated[TensorOpSpec | TrainSpec, Field(discriminator="kind")]
 _JOB_SPEC: TypeAdapter[TensorOpSpec | TrainSpec] = TypeAdapter(JobSpec)
+
+
+def seed_randn(spec: dict[str, Any]) -> dict[str, Any]:
+    """An op drawing randn operands without a seed gets one, recorded in its spec so it can be rerun (the
+    CLI, the client and job files alike)."""
+    sources = [o.get("source") for o in (spec.get("a"), spec.get("b")) if isinstance(o, dict)]
+    if spec.get("kind") == "op" and spec.get("seed") is None and "randn" in sources:
+        return {**spec, "seed": secrets.randbelow(2**31)}
+    return spec
 
 
 def parse_spec(data: object) -> TensorOpSpec | TrainSpec:
@@ -201,6 +214,15 @@ def describe(spec: TensorOpSpec | TrainSpec) -> str:
     a_dt, b_dt = spec.operand_dtypes
     return (f"{spec.op} {shapes.fmt(spec.a.shape)}:{a_dt} {shapes.fmt(spec.b.shape)}:{b_dt} "
             f"-> {shapes.fmt(spec.result_shape)} device={spec.device}")
+
+
+def promote(a: str, b: str) -> str:
+    """torch's type promotion between two op dtypes: a float wins over an integer (int64 with float32 is
+    float32, not numpy's float64), else the wider of the two."""
+    def rank(name: str) -> tuple[bool, int]:
+        return name.startswith("float"), WIRE_DTYPES[name].itemsize
+
+    return max(a, b, key=rank)
 
 
 def _check_elements(shape: list[int] | tuple[int, ...], what: str = "tensor") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.errors import BadInput
 from shared.protocol import Priority
-from shared.specs import TensorOpSpec, TrainSpec, parse_spec
+from shared.specs import TensorOpSpec, TrainSpec, parse_spec, seed_randn
 
 MAX_JOBS_PER_SUBMIT = 10_000  # a typo in a sweep should not enqueue a million jobs
 EXTRA_KEYS = ("sweep", "seeds", "priority", "queue")
@@ -35,11 +36,12 @@ def field_name(key: str) -> str:
     return key.strip().replace("-", "_")
 
 
-def parse_sweep_option(text: str) -> tuple[str, list[Any]]:
+def parse_sweep_option(text: str, flag: str = "--sweep", form: str = "FIELD=V1,V2,... such as lr=1e-6,1e-5"
+                       ) -> tuple[str, list[Any]]:
     """`lr=1e-6,1e-5` -> ("lr", [1e-06, 1e-05]); values read as JSON when they can be (numbers), else text."""
     name, sep, values = text.partition("=")
     if not sep or not name.strip() or not values.strip():
-        raise BadInput(f"--sweep: expected FIELD=V1,V2,... such as lr=1e-6,1e-5 (got {text!r})")
+        raise BadInput(f"{flag}: expected {form} (got {text!r})")
     return field_name(name), [_value(v.strip()) for v in values.split(",") if v.strip()]
 
 
@@ -50,11 +52,17 @@ def _value(text: str) -> Any:
         return text
 
 
+def entry_kind(entry: dict[str, Any]) -> Any:
+    """A job's kind as given, else what the schema's defaults say: `op` when it names an op, else `train`."""
+    return entry.get("kind", "op" if "op" in entry else "train")
+
+
 def expand(entry: dict[str, Any], where: str) -> list[Planned]:
     """One entry (a job, maybe with `sweep`, `seeds`, `priority`, `queue`) -> the jobs it stands for."""
     if not isinstance(entry, dict):
         raise BadInput(f"{where}: a job must be a mapping of fields")
     body = {field_name(k): v for k, v in entry.items()}
+    body["kind"] = entry_kind(body)
     sweep = body.pop("sweep", None) or {}
     seeds = body.pop("seeds", None)
     priority = body.pop("priority", Priority.NORMAL.value)
@@ -80,7 +88,7 @@ def expand(entry: dict[str, Any], where: str) -> list[Planned]:
         values = dict(zip(grid, combo, strict=True))
         label = where + (" (" + ", ".join(f"{k}={v}" for k, v in values.items()) + ")" if values else "")
         try:
-            spec = parse_spec({**body, **values})
+            spec = parse_spec(seed_randn({**body, **values}))
         except BadInput as e:
             raise BadInput(f"{label}: {e}") from None
         planned.append(Planned(spec, priority, queue, values))
@@ -97,35 +105,59 @@ def expand_all(entries: Iterable[tuple[str, dict[str, Any]]]) -> list[Planned]:
 
 
 def load_job_file(path: Path, read_operand: Any) -> list[Planned]:
-    """A YAML or JSON job file: a list of jobs, or `{"jobs": [...]}`. `read_operand(value, label, base_dir)`
+    """A YAML or JSON job file: a list of jobs, or `{"jobs": [...]}`. `read_operand(value, label, base_dir, dtype)`
     turns an op job's `a`/`b` into its spec form (paths are relative to the file)."""
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
     try:
         text = path.read_text()
-        if path.suffix.lower() == ".json":
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: cannot read it: {e}") from None
+    if path.suffix.lower() == ".json":
+        try:
             doc = json.loads(text)
-        else:
-            import yaml
-
-            doc = yaml.safe_load(text)
-    except (OSError, ValueError) as e:  # unreadable, or not JSON
-        raise BadInput(f"{path}: cannot read it: {str(e).splitlines()[0]}") from None
-    except Exception as e:  # yaml.YAMLError: not YAML
-        raise BadInput(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        except ValueError as e:
+            raise BadInput(f"{path}: not valid JSON: {e}") from None
+    else:
+        doc = _read_yaml(text, path)
     jobs = doc.get("jobs") if isinstance(doc, dict) else doc
     if not isinstance(jobs, list) or not jobs:
         raise BadInput(f"{path}: expected a list of jobs (or a mapping with a `jobs` list)")
     entries = []
     for k, entry in enumerate(jobs, start=1):
         where = f"{path}: job {k}"
-        if isinstance(entry, dict) and entry.get("kind") == "op":
+        if isinstance(entry, dict) and entry_kind(entry) == "op":
             entry = dict(entry)
             for name in ("a", "b"):
                 if name in entry:
-                    entry[name] = read_operand(entry[name], f"{where}: {name}", path.parent)
+                    entry[name] = read_operand(entry[name], f"{where}: {name}", path.parent, entry.get("dtype"))
         entries.append((where, entry))
     return expand_all(entries)
+
+
+# YAML 1.1 (PyYAML's) reads `1e-3` as a string; YAML 1.2, JSON and every user read it as a number.
+_YAML_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$")
+
+
+def _read_yaml(text: str, path: Path) -> Any:
+    try:
+        import yaml
+    except ImportError:  # a dependency; only a broken install lacks it
+        raise BadInput(f"{path}: reading YAML needs PyYAML, which this install lacks (pip install pyyaml); "
+                       "or write the job file as JSON") from None
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML_FLOAT, list("-+0123456789."))
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader: no Python objects
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BadInput(f"{path}: not valid YAML{where}: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise BadInput(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
 
 
 # --- the job file's JSON Schema, generated from the specs -------------------------------------------------
@@ -149,7 +181,8 @@ class TrainEntry(TrainSpec, _Extras):
 class OpEntry(_Extras):
     kind: str = Field("op", pattern="^op$")
     op: str = Field(pattern="^(add|sub|mul|div|matmul)$")
-    a: Any = Field(description="a JSON literal (nested list or number), randn:SHAPE, or a file path")
+    a: Any = Field(description="a literal (a number, nested lists, or text such as '[[1., 2.], [3., 4.]]'), "
+                               "randn:SHAPE, or a file path relative to the job file")
     b: Any = Field(description="as a")
     seed: int | None = Field(None, ge=0)
     dtype: str | None = Field(None, pattern="^(float16|float32|float64|int32|int64)$")
@@ -157,10 +190,21 @@ class OpEntry(_Extras):
 
 
 def json_schema() -> dict[str, Any]:
-    entry = TrainEntry | OpEntry
-    schema = TypeAdapter(list[entry]).json_schema(by_alias=True)
+    """The job file's schema: a list of jobs, or `{"jobs": [...]}`, each field as `hidden-size` or
+    `hidden_size` (both are accepted, as on the command line)."""
+    schema = TypeAdapter(list[TrainEntry | OpEntry]).json_schema(by_alias=True)
+    for definition in schema["$defs"].values():
+        properties = definition.get("properties", {})
+        for name in [n for n in properties if "-" in n]:
+            properties[name.replace("-", "_")] = properties[name]
+    job_list = {"type": "array", "items": schema.pop("items"), "minItems": 1}
+    schema.pop("type")
+    schema["$defs"]["JobList"] = job_list
+    schema["anyOf"] = [{"$ref": "#/$defs/JobList"},
+                       {"type": "object", "properties": {"jobs": {"$ref": "#/$defs/JobList"}}, "required": ["jobs"],
+                        "additionalProperties": False}]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "tensorq job file"
-    schema["description"] = "A list of jobs (train or op), each with the CLI flags as fields, plus optional " \
-                            "sweep, seeds, priority and queue."
+    schema["description"] = "A list of jobs (train or op), or {jobs: [...]}, each with the CLI flags as fields " \
+                            "(hidden-size or hidden_size), plus optional sweep, seeds, priority and queue."
     return schema

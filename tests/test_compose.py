@@ -22,7 +22,7 @@ import yaml  # pyyaml, from the test extra
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-COMPOSE_SCHEMA = REPO_ROOT.parent / "shared" / "data" / "compose-spec.json"
+COMPOSE_SCHEMA = REPO_ROOT / "tests" / "data" / "compose-spec.json"  # kept in the repository: a clone has it
 
 TENSORQ_SERVICES = ("worker-gpu", "worker-gpu0", "worker-cpu", "flower", "producer")
 HEALTHCHECKED_SERVICES = ("redis", "worker-gpu", "worker-cpu", "flower")
@@ -107,14 +107,13 @@ def published_ports(service: dict) -> list[tuple[str | None, str]]:
 
 def test_compose_file_is_valid_against_the_compose_spec(compose):
     """
-    Given the official Compose JSON Schema from shared/data
+    Given the official Compose JSON Schema (tests/data/compose-spec.json)
     When docker-compose.yml is validated against it (Draft 7)
     Then there are no errors.
     """
     assert COMPOSE_SCHEMA.is_file(), (
-        f"Compose JSON Schema not found at {COMPOSE_SCHEMA}; it is expected in "
-        "shared/data/compose-spec.json next to the repository (from "
-        "compose-spec/compose-spec, schema/compose-spec.json)"
+        f"Compose JSON Schema not found at {COMPOSE_SCHEMA} (from compose-spec/compose-spec, "
+        "schema/compose-spec.json)"
     )
     schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
     validator = jsonschema.Draft7Validator(schema)

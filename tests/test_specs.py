@@ -152,9 +152,12 @@ def test_matmul_shape_mismatch_message():
     assert bad(op_spec("matmul", randn(2, 3), randn(2, 2))) == "matmul: cannot multiply 2x3 by 2x2"
 
 
-def test_matmul_dtype_mismatch():
-    message = bad(op_spec("matmul", data(np.ones((2, 2), np.float32)), data(np.ones((2, 2), np.int64))))
-    assert message.startswith("matmul: operands have different dtypes (float32 and int64)")
+def test_matmul_promotes_mixed_dtypes_as_torch_promotes_elementwise_ops():
+    """Given int64 and float32 operands (the README's `[[1, 2], [3, 4]]` against randn), matmul is accepted
+    and its result has torch's promoted dtype, float32 (not numpy's float64)."""
+    spec = specs.parse_spec(op_spec("matmul", data(np.ones((2, 2), np.float32)), data(np.ones((2, 2), np.int64))))
+    assert spec.operand_dtypes == ("float32", "int64")
+    assert spec.result_dtype == "float32"
 
 
 def test_matmul_dtype_cast_resolves_the_mismatch():

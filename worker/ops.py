@@ -29,6 +29,11 @@ def operands(spec: TensorOpSpec) -> tuple[torch.Tensor, torch.Tensor]:
 def run(spec: TensorOpSpec, device: torch.device) -> tuple[torch.Tensor, torch.device]:
     """(result on the CPU, the device it was computed on)."""
     a, b = operands(spec)
+    if spec.op == "matmul" and a.dtype != b.dtype:
+        # torch.matmul refuses mixed dtypes; a user's `[[1, 2], [3, 4]]` means numbers, not int64, so both
+        # are promoted as the element-wise ops promote them (int64 @ float32 -> float32)
+        common = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(common), b.to(common)
     if device.type == "cuda" and spec.op == "matmul" and not a.is_floating_point():
         device = torch.device("cpu")  # CUDA has no integer matmul; the CPU gives torch's exact answer
     result = OPS[spec.op](a.to(device), b.to(device))
