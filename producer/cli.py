@@ -64,6 +64,10 @@ def _is_connection_error(e: Exception) -> bool:
 @click.version_option(__version__, prog_name="tensorq")
 def main() -> None:
     """tensorq: run PyTorch tensor-op and training jobs on GPU workers through Redis."""
+    import warnings
+
+    # a warning (the client's "no live worker consumes queue ...", a library's) is one line, like an error
+    warnings.showwarning = lambda message, *_, **__: click.echo(f"warning: {message}", err=True)
 
 
 for command in (fleet.up, fleet.down, fleet.worker, fleet.flower, fleet.workers, submit.submit, submit.rerun,

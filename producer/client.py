@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Generator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,7 @@ from shared.errors import BadInput, BrokerUnreachable, JobNotFound, TensorqError
 from shared.keys import Keys
 from shared.protocol import JobState, Kind, Priority, Queue, check_queue_name, queue_for
 from shared.redis_conn import connect, unreachable_message
-from shared.registry import NodeRegistry
+from shared.registry import NodeRegistry, served_queues
 from shared.settings import Settings
 from shared.store import JobRecord, JobStore
 
@@ -31,7 +33,22 @@ if TYPE_CHECKING:
     from shared.groups import GroupRecord
     from shared.sweeps import Planned
 
-LossCallback = Callable[[int, "np.ndarray"], None]  # (first iteration, losses) as batches arrive
+# wait(on_losses=f) calls f(first_iteration, losses) for each batch as it arrives: `losses` is a numpy float64
+# array holding the losses of iterations first_iteration, first_iteration + 1, ...
+LossCallback = Callable[[int, "np.ndarray"], None]
+
+
+class UnservedQueueWarning(UserWarning):
+    """Warned when a job is sent to a queue no live worker consumes: it waits there until one does."""
+
+
+def as_tensor(array: np.ndarray) -> Any:
+    """What the client hands back for a tensor: a torch tensor when torch is installed, else the numpy array."""
+    try:
+        import torch
+    except ImportError:
+        return array
+    return torch.from_numpy(array)
 
 
 def new_job_id() -> str:
@@ -42,19 +59,12 @@ def new_group_id() -> str:
     return "g" + secrets.token_hex(8)[1:]  # a `g` in front: a group id is never mistaken for a job id
 
 
-def seed_randn(spec: dict[str, Any]) -> dict[str, Any]:
-    """An op drawing randn operands without a seed gets one, recorded in its spec so it can be rerun."""
-    sources = [o.get("source") for o in (spec.get("a"), spec.get("b")) if isinstance(o, dict)]
-    if spec.get("seed") is None and "randn" in sources:
-        return {**spec, "seed": secrets.randbelow(2**31)}
-    return spec
-
-
 class Client:
     def __init__(self, broker: str | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or settings_mod.resolve(broker)
         self._store: JobStore | None = None
         self._celery = None
+        self._served: tuple[float, set[str]] | None = None  # (when read, queues live workers consume)
 
     @property
     def store(self) -> JobStore:
@@ -74,8 +84,9 @@ class Client:
                   dtype: str | None = None, queue: str | None = None, priority: str = "normal") -> Job:
         """`op(a, b)`; a and b: nested lists, numpy arrays, torch tensors, or the CLI's operand strings."""
         from producer.inputs import operand
+        from shared.specs import seed_randn
 
-        spec = {"kind": Kind.OP.value, "op": op, "a": operand(a, "A"), "b": operand(b, "B"),
+        spec = {"kind": Kind.OP.value, "op": op, "a": operand(a, "A", dtype), "b": operand(b, "B", dtype),
                 "device": device, "dtype": dtype, "seed": seed}
         return self.submit(seed_randn(spec), queue, priority)
 
@@ -93,7 +104,7 @@ class Client:
         from producer.inputs import file_operand
         from shared.dispatch import send_batch
         from shared.groups import GroupStore
-        from shared.specs import parse_spec
+        from shared.specs import parse_spec, seed_randn
 
         if not ops:
             raise BadInput("no ops to submit")
@@ -104,7 +115,8 @@ class Client:
             spec = {"kind": Kind.OP.value, **item}
             for name in ("a", "b"):
                 if name in spec:
-                    spec[name] = file_operand(spec[name], f"op {k}: {name.upper()}", base_dir or Path.cwd())
+                    spec[name] = file_operand(spec[name], f"op {k}: {name.upper()}", base_dir or Path.cwd(),
+                                              spec.get("dtype"))
             try:
                 specs.append(parse_spec(seed_randn(spec)))
             except BadInput as e:
@@ -132,6 +144,7 @@ class Client:
                 gone = f" after sending {k} of {len(ids)} ops (group {group_id})" if k else ""
                 raise BrokerUnreachable(f"{unreachable_message(self.settings)}{gone}: {e}") from e
         groups.create(group_id, ids, [], "batch")
+        self._warn_unserved({target})
         return group_id, [Job(self, job_id) for job_id in ids]
 
     def cancel(self, jobs: list[Job], wait_s: float = 10.0) -> list[JobRecord]:
@@ -162,19 +175,24 @@ class Client:
             cursor = ended[-1][0] if ended else cursor
 
     def gather(self, jobs: list[Job], timeout: float | None = None) -> list[Any]:
-        """Wait for many op jobs and return their results (numpy arrays), in order, fetched together.
-        A job that did not succeed raises JobFailed."""
+        """Wait for many op jobs and return their results (as `Job.result()`: torch tensors where torch is
+        installed, else numpy arrays), in order, fetched together. A job that did not succeed raises JobFailed."""
         from shared.errors import JobFailed
         from shared.tensors import load_safetensors
 
         for r in self.wait_all(jobs, timeout):
             if r.state != JobState.SUCCEEDED.value:
                 raise JobFailed(f"job {r.id} {r.state}: {r.error or 'no reason recorded'}")
-        return [load_safetensors(blob)["result"] for blob in self.store.get_artifacts([j.id for j in jobs], "result")]
+        blobs = self.store.get_artifacts([j.id for j in jobs], "result")
+        return [as_tensor(load_safetensors(blob)["result"]) for blob in blobs]
 
     def submit_train(self, queue: str | None = None, priority: str = "normal", **options: Any) -> Job:
-        """A training job; options are the CLI flags as keyword arguments (hidden_size=100, lr=1e-6, ...)."""
-        return self.submit({"kind": Kind.TRAIN.value, **options}, queue, priority)
+        """A training job; options are the CLI flags as keyword arguments (hidden_size=100, lr=1e-6, ...; a
+        flag's own spelling, `**{"hidden-size": 100}`, works too)."""
+        from shared.sweeps import field_name
+
+        return self.submit({"kind": Kind.TRAIN.value, **{field_name(k): v for k, v in options.items()}}, queue,
+                           priority)
 
     def submit(self, spec: dict[str, Any], queue: str | None = None, priority: str = "normal") -> Job:
         """Validate `spec` whole, record the job `queued`, and send its task by name to a queue: `queue` when
@@ -187,10 +205,11 @@ class Client:
 
     def sweep(self, spec: dict[str, Any], sweep: dict[str, list[Any]], seeds: int | None = None,
               queue: str | None = None, priority: str = "normal") -> tuple[str, list[Job]]:
-        """The grid of `spec` over `sweep` (field -> values), times `seeds` seeds: one group of jobs."""
+        """The grid of `spec` over `sweep` (field -> values), times `seeds` seeds: one group of jobs.
+        `spec` is a training job's unless it says `"kind": "op"`. Returns (group id, the jobs)."""
         from shared.sweeps import expand
 
-        entry = {**spec, "sweep": sweep, "seeds": seeds, "priority": priority, "queue": queue}
+        entry = {"kind": Kind.TRAIN.value, **spec, "sweep": sweep, "seeds": seeds, "priority": priority, "queue": queue}
         planned = expand({k: v for k, v in entry.items() if v is not None}, "sweep")
         return self.submit_group(planned, "sweep")
 
@@ -223,7 +242,7 @@ class Client:
         except BadInput as e:
             raise BadInput(f"--set: {e}") from None
         base = original.queue.rsplit(".", 1)[0] if original.priority != "normal" else original.queue
-        return self._enqueue([Planned(parsed, original.priority, base)], rerun_of=job_id)[0]
+        return self._enqueue([Planned(parsed, original.priority, base)], rerun_of=original.id)[0]
 
     def _enqueue(self, planned: list[Planned], group: str | None = None, rerun_of: str | None = None,
                  on_sent: Callable[[list[str]], None] | None = None) -> list[Job]:
@@ -244,6 +263,9 @@ class Client:
             if p.queue is None and p.spec.device == "auto" and gpu_alive is None:
                 gpu_alive = self.registry.serves(Queue.GPU.value)  # asked once per submit, not per job
             base = p.queue or self.route(p.spec.device, gpu_alive)
+            if getattr(p.spec, "cuda_graph", False) and base == Queue.CPU.value:
+                raise BadInput("--cuda-graph needs a GPU worker, and none is alive: the job would fail on a CPU "
+                               "worker (use --device cuda to queue it until a GPU worker starts)")
             routed.append((new_job_id(), p, queue_for(base, p.priority)))
         store.create_many([(job_id, p.spec.kind, p.spec.model_dump(mode="json"), queue,
                             {"priority": p.priority, "group": group, "rerun_of": rerun_of})
@@ -260,7 +282,18 @@ class Client:
                 raise BrokerUnreachable(f"{unreachable_message(self.settings)}{gone}: {e}") from e
         if on_sent is not None:
             on_sent([job_id for job_id, _, _ in routed])
+        self._warn_unserved({queue for _, _, queue in routed})
         return [Job(self, job_id) for job_id, _, _ in routed]
+
+    def _warn_unserved(self, queues: set[str]) -> None:
+        """An UnservedQueueWarning for each queue no live worker consumes (the jobs wait there). The fleet is
+        read at most once per heartbeat interval, so a loop of tiny submits does not pay for it each time."""
+        now = time.monotonic()
+        if self._served is None or now - self._served[0] > defaults.HEARTBEAT_INTERVAL_S:
+            self._served = (now, served_queues(self.registry.live()))
+        for queue in sorted(queues - self._served[1]):
+            warnings.warn(f"no live worker consumes queue {queue!r}; jobs wait there until one does",
+                          UnservedQueueWarning, stacklevel=3)
 
     def route(self, device: str, gpu_alive: bool | None = None) -> str:
         """The queue for a device: cuda -> gpu; cpu -> cpu; auto -> gpu when a GPU worker is alive, else cpu."""
@@ -283,8 +316,8 @@ class Client:
     # --- looking up ----------------------------------------------------------------------------------
 
     def job(self, job_id: str) -> Job:
-        self.store.require(job_id)
-        return Job(self, job_id)
+        """The job with this id, or with the one id that starts with it (at least 4 characters)."""
+        return Job(self, self.store.require(job_id).id)
 
     def group(self, group_id: str) -> tuple[GroupRecord, list[JobRecord]]:
         """A group and its jobs' records, in submit order."""
@@ -294,13 +327,16 @@ class Client:
         return record, [j for j in self.store.get_many(record.job_ids) if j is not None]
 
     def jobs(self, state: str | None = None, limit: int = 50, kind: str | None = None,
-             since: float | None = None) -> list[JobRecord]:
-        """Job records, newest first; `since` is epoch seconds."""
+             since: str | float | datetime | None = None) -> list[JobRecord]:
+        """Job records, newest first; `since` as the CLI takes it (`30m`, `2h`, `1d`, an ISO date), a datetime,
+        or epoch seconds."""
+        from producer import durations
+
         if state is not None and state not in {s.value for s in JobState}:
             raise BadInput(f"unknown state {state!r}")
         if kind is not None and kind not in {k.value for k in Kind}:
             raise BadInput(f"unknown kind {kind!r}")
-        return self.store.list(state, limit, kind, since)
+        return self.store.list(state, limit, kind, None if since is None else durations.since(since))
 
 
 class Job:
@@ -363,12 +399,7 @@ class Job:
 
     def result(self) -> Any:
         """An op job's result: a torch tensor when torch is installed, else a numpy array."""
-        array = self.result_array()
-        try:
-            import torch
-        except ImportError:
-            return array
-        return torch.from_numpy(array)
+        return as_tensor(self.result_array())
 
     def result_array(self) -> np.ndarray:
         """An op job's result as a numpy array (never imports torch)."""
@@ -382,11 +413,13 @@ class Job:
 
         return watch(self.client.store, [self.id], console)[0]
 
-    def weights(self) -> dict[str, np.ndarray]:
-        """A training job's final weights {"w1", "w2"} (a bfloat16 job's are widened, exactly, to float32)."""
+    def weights(self) -> dict[str, Any]:
+        """A training job's weights {"w1", "w2"} (a bfloat16 job's are widened, exactly, to float32), as
+        `result()`: torch tensors when torch is installed, else numpy arrays. A cancelled, timed-out or
+        diverged job keeps those of its last iteration: `status().summary["weights_at"]` says which."""
         from shared.tensors import load_safetensors
 
-        return load_safetensors(self._artifact("weights"))
+        return {name: as_tensor(w) for name, w in load_safetensors(self._artifact("weights")).items()}
 
     def artifact_bytes(self, name: str) -> bytes:
         return self._artifact(name)
@@ -395,8 +428,10 @@ class Job:
         blob = self.client.store.get_artifact(self.id, name)
         if blob is None:  # only now is the record worth reading, to say why
             record = self.status()
-            if record.state != JobState.SUCCEEDED.value:
-                raise TensorqError(f"job {self.id} is {record.state}; it has no {name} yet"
-                                   + (f" ({record.error})" if record.error else ""))
+            why = f" ({record.error})" if record.error else ""
+            if not record.finished:
+                raise TensorqError(f"job {self.id} is {record.state}; it has no {name} yet{why}")
+            if record.state != JobState.SUCCEEDED.value:  # it ended before it made any (or before it started)
+                raise TensorqError(f"job {self.id} is {record.state}; it has no {name}{why}")
             raise JobNotFound(f"job {self.id} has no {name} artifact")
         return blob

@@ -12,9 +12,10 @@ from shared import defaults
 from shared.keys import Keys
 from shared.protocol import NodeState
 
-# Heartbeat fields that are numbers; everything else is text. Empty means "not applicable".
-INT_FIELDS = ("pid", "jobs_done", "iteration", "iterations", "memory_free_bytes", "memory_total_bytes")
+# Heartbeat fields that are numbers, and lists; everything else is text. Empty means "not applicable" (None).
+INT_FIELDS = ("pid", "gpu_index", "jobs_done", "iteration", "iterations", "memory_free_bytes", "memory_total_bytes")
 FLOAT_FIELDS = ("seen_at",)
+LIST_FIELDS = ("queues",)  # written comma-separated
 
 if TYPE_CHECKING:
     import redis
@@ -66,13 +67,20 @@ class NodeRegistry:
 
     def serves(self, queue: str) -> bool:
         """Whether a live node consumes `queue`."""
-        return any(queue in node.get("queues", "").split(",") for node in self.live())
+        return queue in served_queues(self.live())
+
+
+def served_queues(nodes: list[dict[str, Any]]) -> set[str]:
+    return {q for node in nodes for q in node.get("queues") or []}
 
 
 def typed(node: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = dict(node)
+    """A heartbeat as `workers --json` shows it: numbers as numbers, lists as lists, absent values None."""
+    out: dict[str, Any] = {k: v or None for k, v in node.items()}
     for name in INT_FIELDS:
-        out[name] = int(node[name]) if node.get(name) else None
+        out[name] = int(node[name]) if node.get(name, "").isdigit() else None
     for name in FLOAT_FIELDS:
         out[name] = float(node[name]) if node.get(name) else None
+    for name in LIST_FIELDS:
+        out[name] = [q for q in node.get(name, "").split(",") if q]
     return out

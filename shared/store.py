@@ -5,7 +5,9 @@ It is the one source of truth for what users see; Celery's own bookkeeping is no
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared import defaults
-from shared.errors import JobNotFound, TensorqError
+from shared.errors import BadInput, JobNotFound, TensorqError
 from shared.keys import Keys
 from shared.protocol import FINISHED_STATES, JobState
 
@@ -84,6 +86,10 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Job ids are 16 hex digits; a unique prefix of at least 4 finds its job, as git finds a commit.
+ID_LENGTH = 16
+MIN_ID_PREFIX = 4
+ID_CHARS = re.compile(r"[0-9a-f]+")
 FILE_ARTIFACT = "file:"  # a stored blob with this prefix names a file instead of holding bytes
 ARTIFACT_NAMES = ("result", "weights")
 
@@ -208,7 +214,15 @@ class JobStore:
         return [JobRecord.from_hash(j, raw) if raw else None for j, raw in zip(job_ids, raws, strict=True)]
 
     def require(self, job_id: str) -> JobRecord:
+        """The job with this id, or else the one job whose id starts with it (at least
+        MIN_ID_PREFIX characters); JobNotFound for none, BadInput when several match."""
         record = self.get(job_id)
+        if record is None and MIN_ID_PREFIX <= len(job_id) < ID_LENGTH and ID_CHARS.fullmatch(job_id):
+            matches = [m.decode() for m, _ in itertools.islice(
+                self.redis.zscan_iter(self.keys.jobs, match=f"{job_id}*", count=1000), 2)]
+            if len(matches) > 1:
+                raise BadInput(f"job id prefix {job_id!r} is ambiguous ({', '.join(matches)}, ...): give more of it")
+            record = self.get(matches[0]) if matches else None
         if record is None:
             raise JobNotFound(f"no job {job_id!r}")
         return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,20 @@ def submit(ctx: click.Context, job_file: Path | None, wait: bool, watch: bool, a
     _after_group(c, group_id, jobs, wait, watch, as_json)
 
 
-@submit.command("op")
+class SignedOperands(click.Command):
+    """`submit op add -1 2`: an operand that starts with a minus sign is a number, not an option (Click would
+    say "No such option: -1"). Such words are handed to Click behind a space, which the operand reader strips."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:  # the user already said where the operands are
+            return super().parse_args(ctx, args)
+        return super().parse_args(ctx, [f" {a}" if SIGNED_NUMBER.match(a) else a for a in args])
+
+
+SIGNED_NUMBER = re.compile(r"-(?:\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+@submit.command("op", cls=SignedOperands)
 @click.argument("op", type=click.Choice(OPS), required=False)
 @click.argument("a", required=False)
 @click.argument("b", required=False)
@@ -73,7 +87,8 @@ def submit(ctx: click.Context, job_file: Path | None, wait: bool, watch: bool, a
 def submit_op(op: str | None, a: str | None, b: str | None, many: Path | None, seed: int | None, dtype: str | None,
               device: str, queue: str | None, priority: str, wait: bool, watch: bool, as_json: bool,
               broker: str | None) -> None:
-    """Run OP on A and B: each a JSON literal, randn:2x2x2, or a .npy/.safetensors/.pt/.json file."""
+    """Run OP on A and B: each a literal ('[[1., 2.], [3., 4.]]', -1.5, nan), randn:2x2x2, or a
+    .npy/.safetensors/.pt/.json file."""
     c = client(broker)  # operands and specs are checked before Redis is opened
     if many is not None:
         if op or a or b:
@@ -131,6 +146,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
               help="Fail the job after this much training time (its history is kept).")
 @click.option("--checkpoint-every", type=click.IntRange(1), metavar="N",
               help="Checkpoint every N iterations (default: about every 30 s of work).")
+@click.option("--allow-nonfinite", is_flag=True, default=None,
+              help="Run on through inf/nan losses (the note's loop) instead of failing the job as diverged.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="FIELD=V1,V2,...",
               help="Run the grid over these values (repeatable; e.g. --sweep lr=1e-6,1e-5).")
 @click.option("--seeds", type=click.IntRange(1), metavar="N", help="Repeat each job with seeds seed .. seed+N-1.")
@@ -166,7 +183,7 @@ def rerun(job_id: str, changes: tuple[str, ...], wait: bool, watch: bool, as_jso
 
     updates = {}
     for text in changes:
-        name, values = parse_sweep_option(text)
+        name, values = parse_sweep_option(text, "--set", "FIELD=VALUE such as lr=2e-6")
         if len(values) != 1:
             raise BadInput(f"--set: one value per field (got {text!r})")
         updates[name] = values[0]
@@ -174,16 +191,9 @@ def rerun(job_id: str, changes: tuple[str, ...], wait: bool, watch: bool, as_jso
     _after_submit(c, c.rerun(job_id, updates), wait, watch, as_json)
 
 
-def warn_unserved(c, queues: set[str]) -> None:
-    served = {q for node in c.registry.live() for q in (node.get("queues") or "").split(",")}
-    for queue in sorted(queues - served):
-        say(f"warning: no live worker consumes queue {queue!r}; jobs wait there until one does")
-
-
 def _after_group(c, group_id: str, jobs: list, wait: bool, watch: bool, as_json: bool) -> None:
     """A group's contract: `--json` prints {"group", "ids"} (with --wait, after the jobs ended)."""
     records = c.store.get_many([j.id for j in jobs])
-    warn_unserved(c, {r.queue for r in records})
     if not as_json:
         queues = ", ".join(sorted({r.queue for r in records}))
         say(f"submitted {len(jobs)} jobs as group {group_id} (queue {queues}); `tensorq group {group_id}` ranks them")
@@ -196,8 +206,15 @@ def _after_group(c, group_id: str, jobs: list, wait: bool, watch: bool, as_json:
     elif wait or watch:
         finals = c.wait_all(jobs)
     if as_json:
-        print_json({"group": group_id, "ids": [j.id for j in jobs]})
+        ended = {"jobs": [f.to_status() for f in finals]} if wait or watch else {}  # keys are only added
+        print_json({"group": group_id, "ids": [j.id for j in jobs], **ended})
     else:
+        if wait and not watch:
+            from producer import render
+
+            for final in finals:  # those that did not succeed are told by report_failures, below
+                if final.state == "succeeded":
+                    render.summary(final)
         click.echo(group_id)
     if wait or watch:
         report_failures(finals)
@@ -205,7 +222,6 @@ def _after_group(c, group_id: str, jobs: list, wait: bool, watch: bool, as_json:
 
 def _after_submit(c, job, wait: bool, watch: bool, as_json: bool) -> None:
     record = job.status()
-    warn_unserved(c, {record.queue})
     if not (wait or watch):
         if as_json:
             print_json({"id": job.id, "kind": record.kind, "state": record.state, "queue": record.queue})

@@ -62,7 +62,9 @@ def test_a_busy_worker_heartbeats_its_job(client, registry, cpu_worker, tq) -> N
     listed = tq("workers", "--json", timeout=10)
     assert listed.returncode == 0, listed.stderr
     [node] = [n for n in json.loads(listed.stdout) if n["job"] == job.id]
-    assert node["state"] == "running" and node["queues"] == "cpu,cpu.high,cpu.low" and node["device"] == "cpu"
+    assert node["state"] == "running" and node["queues"] == ["cpu", "cpu.high", "cpu.low"] and node["device"] == "cpu"
+    # a CPU worker has no GPU: absent values are null, never ""
+    assert node["gpu_index"] is None and node["memory_free_bytes"] is None and node["memory_total_bytes"] is None
     assert node["iterations"] == 3000 and 0 <= (node["iteration"] or 0) <= 3000
     assert node["seen_at"] > 0 and node["jobs_done"] >= 0
     assert job.wait(timeout=120).state == "succeeded"
