@@ -235,7 +235,11 @@ def _after_submit(c, job, wait: bool, watch: bool, as_json: bool) -> None:
         say(f"submitted {record.kind} job {job.id} to queue {record.queue}; watching (Ctrl-C stops watching)")
         final = job.watch()
     else:
-        say(f"submitted {record.kind} job {job.id} to queue {record.queue}; waiting")
+        from producer.watch import queue_position
+
+        place = queue_position(c.store, record.queue, job.id, record.priority) if record.state == "queued" else None
+        where = f" (#{place} in queue {record.queue})" if place and place > 1 else ""
+        say(f"submitted {record.kind} job {job.id} to queue {record.queue}; waiting{where}")
         final = job.wait(on_losses=progress_printer(job.id, record.spec))
     if not as_json and final.state == "succeeded":
         from producer import render

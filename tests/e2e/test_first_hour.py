@@ -59,3 +59,21 @@ def test_the_cli_prints_the_clients_unserved_queue_warning_once_in_one_line(tq, 
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == ["warning: no live worker consumes queue 'gpu'; jobs wait there until one does"]
     tq("cancel", json.loads(done.stdout)["id"])
+
+
+def test_a_queued_jobs_place_counts_the_higher_levels_ahead_of_it(client) -> None:
+    """Given 3 high-priority jobs waiting ahead of a normal one (report item b), Then the normal one is #4."""
+    from producer.watch import queue_position
+
+    r = client.store.redis
+    r.delete("posq.high", "posq", "posq.low")
+    for n in range(3):
+        r.lpush("posq.high", json.dumps({"headers": {"id": f"high{n}"}}))
+    r.lpush("posq", json.dumps({"headers": {"id": "first-normal"}}))
+    r.lpush("posq", json.dumps({"headers": {"id": "the-job"}}))
+    r.lpush("posq.low", json.dumps({"headers": {"id": "low-job"}}))
+    assert queue_position(client.store, "posq", "the-job") == 5
+    assert queue_position(client.store, "posq.high", "high0", "high") == 1
+    assert queue_position(client.store, "posq.low", "low-job", "low") == 6
+    assert queue_position(client.store, "posq", "not-there") is None
+    r.delete("posq.high", "posq", "posq.low")
