@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -17,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from shared import defaults
+from shared import defaults, processes
 from shared.errors import BadInput, StackError
 from shared.protocol import READY_NODE_STATES
-from shared.settings import STACK_RECORD_NAME, Settings, mask_url, read_stack_record
+from shared.settings import DOWN_RECORD_NAME, STACK_RECORD_NAME, Settings, mask_url, read_stack_record
 
 Say = Callable[[str], None]
 REDIS_START_TIMEOUT_S = 15.0
@@ -57,12 +56,16 @@ def load(home: Path) -> StackRecord | None:
 
 
 def save(record: StackRecord) -> None:
-    path = record_path(Path(record.home))
+    _write_private(record_path(Path(record.home)), asdict(record))
+    (Path(record.home) / DOWN_RECORD_NAME).unlink(missing_ok=True)  # up again: no longer down
+
+
+def _write_private(path: Path, content: dict) -> None:
     tmp = path.with_suffix(".tmp")
     # The record may hold a broker password: readable by its owner alone.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(asdict(record), f, indent=2)
+        json.dump(content, f, indent=2)
     tmp.replace(path)
 
 
@@ -134,16 +137,41 @@ def redis_server_binary() -> str:
         return found
 
 
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str, pid: int | None = None,
-             log: Path | None = None) -> None:
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None,
+             log: Path | None = None, log_from: int = 0) -> None:
+    """Until `check()`; a child that exits first is an error that says why, with its own last `error:` line
+    from its log (read from byte `log_from`: what this start wrote), as bad input when it exited 2."""
     deadline = time.monotonic() + timeout_s
+    see = f"; see {log}" if log else ""
     while time.monotonic() < deadline:
         if check():
             return
-        if pid is not None and not alive(pid):
-            raise StackError(f"{what} exited during start-up" + (f"; see {log}" if log else ""))
+        if proc is not None and proc.poll() is not None:
+            said = _last_error(log, log_from) if log else None
+            if said and proc.returncode == 2:
+                raise BadInput(said)
+            raise StackError(f"{what} exited during start-up" + (f": {said}" if said else "") + see)
         time.sleep(0.2)
-    raise StackError(f"{what} did not become ready within {timeout_s:.0f} s" + (f"; see {log}" if log else ""))
+    raise StackError(f"{what} did not become ready within {timeout_s:.0f} s{see}")
+
+
+def _last_error(log: Path, start: int) -> str | None:
+    """The last `error: ...` line a tensorq command wrote to `log` after byte `start`, without the prefix."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.strip()[len("error: "):] for line in lines if line.strip().startswith("error: ")]
+    return errors[-1] if errors else None
+
+
+def _log_size(log: Path) -> int:
+    try:
+        return log.stat().st_size
+    except OSError:
+        return 0
 
 
 def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -160,7 +188,7 @@ def start_redis(home: Path, port: int, logs: Path) -> dict:
            "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
            "--daemonize", "no", "--logfile", str(logs / "redis.log")]
     proc = spawn(cmd, logs / "redis.log")
-    wait_for(lambda: _redis_answers(port), REDIS_START_TIMEOUT_S, "redis-server", proc.pid, logs / "redis.log")
+    wait_for(lambda: _redis_answers(port), REDIS_START_TIMEOUT_S, "redis-server", proc, logs / "redis.log")
     return {"pid": proc.pid, "port": port, "dir": str(data)}
 
 
@@ -180,23 +208,26 @@ def start_workers(settings: Settings, gpus: str, logs: Path) -> dict:
 
     owner = uuid.uuid4().hex
     env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url, TENSORQ_NODE_OWNER=owner)
-    proc = spawn([sys.executable, "-m", "producer", "worker", "--gpus", gpus], logs / "worker.log", env)
+    log_from = _log_size(logs / "worker.log")
+    proc = spawn(processes.python_module("producer", "worker", "--gpus", gpus), logs / "worker.log", env)
     registry = NodeRegistry(connect(settings), Keys(settings.key_prefix))
 
     def ready() -> bool:
         ours = [n for n in registry.live() if n.get("owner") == owner]
         return bool(ours) and all(n.get("state") in READY_NODE_STATES for n in ours)
 
-    wait_for(ready, WORKER_START_TIMEOUT_S, "the workers", proc.pid, logs / "worker.log")
+    wait_for(ready, WORKER_START_TIMEOUT_S, "the workers", proc, logs / "worker.log", log_from)
     return {"pid": proc.pid, "gpus": gpus, "owner": owner}
 
 
 def start_flower(settings: Settings, port: int, logs: Path) -> dict:
     env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
-    proc = spawn([sys.executable, "-m", "producer", "flower", "--port", str(port), "--address", "127.0.0.1"],
+    log_from = _log_size(logs / "flower.log")
+    proc = spawn(processes.python_module("producer", "flower", "--port", str(port), "--address", "127.0.0.1"),
                  logs / "flower.log", env)
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _http_ok(url + "/healthcheck"), FLOWER_START_TIMEOUT_S, "Flower", proc.pid, logs / "flower.log")
+    wait_for(lambda: _http_ok(url + "/healthcheck"), FLOWER_START_TIMEOUT_S, "Flower", proc, logs / "flower.log",
+             log_from)
     return {"pid": proc.pid, "port": port, "url": url}
 
 
@@ -216,6 +247,11 @@ def up(home: Path, broker: str | None, redis_port: int | None, flower_port: int 
     current = load(home)
     if current is not None and any(alive((p or {}).get("pid")) for p in (current.redis, current.workers,
                                                                           current.flower)):
+        running_port = (current.redis or {}).get("port")
+        if redis_port is not None and redis_port != running_port or broker and broker != current.broker_url:
+            asked = f"port {redis_port}" if redis_port is not None else mask_url(broker or "")
+            raise BadInput(f"tensorq is already up on another broker ({mask_url(current.broker_url)}); "
+                           f"`tensorq down` first to start it on {asked}")
         say(f"tensorq is already up (broker {mask_url(current.broker_url)}); `tensorq down` stops it")
         return current
     home.mkdir(parents=True, exist_ok=True)
@@ -260,6 +296,9 @@ def stop(record: StackRecord, say: Say, timeout_s: float = STOP_TIMEOUT_S, quiet
     path = record_path(Path(record.home))
     if path.exists():
         path.unlink()
+    if record.broker_url:  # commands without --broker now say tensorq is down (shared/settings.py)
+        _write_private(Path(record.home) / DOWN_RECORD_NAME, {"broker_url": record.broker_url,
+                                                              "stopped_at": time.time()})
 
 
 def _terminate(pid: int, timeout_s: float) -> None:

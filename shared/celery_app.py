@@ -31,6 +31,9 @@ def celery_config(settings: Settings) -> dict:
         "broker_use_ssl": tls_options(settings.broker_url),
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
+        # A worker waits out a broker that is down or not serving (shared/broker_errors.py) for as long as it
+        # takes, never exiting after Celery's default 100 tries; its jobs are kept meanwhile.
+        "broker_connection_max_retries": None,
         # The user-facing state lives in the job store; Flower gets results from task events.
         "task_ignore_result": True,
         "result_backend": None,

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import os
 
+# Environment variables whose values could not be read, name -> raw value: `shared.settings.resolve` refuses
+# them in one line (exit 2) rather than let a typo silently run with the default.
+BAD_ENV: dict[str, str] = {}
+
 
 def _env_int(name: str, default: int) -> int:
     """A limit an operator may change for every process (set it alike on producers and workers)."""
     raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        value = int(raw) if raw else default
+        value = int(raw)
     except ValueError:
-        value = default
-    return value if value > 0 else default
+        value = 0
+    if value <= 0:
+        BAD_ENV[name] = raw
+        return default
+    return value
+
 
 # Where things are found when nobody says otherwise.
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -29,6 +39,10 @@ VISIBILITY_TIMEOUT_S = 86_400
 CONNECT_TIMEOUT_S = 3.0
 # Socket timeout for ordinary commands; blocking reads use shorter blocks than this.
 SOCKET_TIMEOUT_S = 15.0
+# A worker waiting out a broker that is not serving (down, out of memory, loading, read-only) tries again
+# after BROKER_RETRY_START_S, doubling up to BROKER_RETRY_MAX_S; it never gives up.
+BROKER_RETRY_START_S = 0.5
+BROKER_RETRY_MAX_S = 5.0
 
 # Loss history: the training loop hands its losses over in batches, never one round trip per iteration.
 LOSS_FLUSH_ITERATIONS = 1_000  # at most this many losses are held before a flush
@@ -59,6 +73,10 @@ REAP_INTERVAL_S = 5.0
 CANCEL_CHECK_S = 0.25
 # A training job checkpoints this often unless its spec says every N iterations.
 CHECKPOINT_INTERVAL_S = 30.0
+
+# The launcher gives up on a worker process that crashes on its own more than 5 times in this many seconds
+# (never on one that exits while the broker is not serving). TENSORQ_RESTART_WINDOW_S changes it.
+RESTART_WINDOW_S = _env_int("TENSORQ_RESTART_WINDOW_S", 60)
 
 # Batched op jobs (map_op, `submit op --many`): at most this many ops ride in one message.
 BATCH_MAX_OPS = 1_000

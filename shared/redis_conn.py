@@ -16,9 +16,9 @@ import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from shared import defaults
+from shared import broker_errors, defaults
 from shared.errors import BrokerUnreachable
-from shared.settings import Settings
+from shared.settings import Settings, password_problem, scrub
 
 if TYPE_CHECKING:
     import redis
@@ -84,42 +84,115 @@ def without_tls_options(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
+# The brokers this process opened, newest last: the CLI names the broker when a command fails midway.
+_opened: list[tuple[Settings, redis.Redis]] = []
+
+
 def connect(settings: Settings, check: bool = True) -> redis.Redis:
-    """A client for the settings' broker; with `check`, it has answered a PING or BrokerUnreachable is raised."""
+    """A client for the settings' broker; with `check`, it has answered a PING or BrokerUnreachable is raised.
+
+    The URL is checked (and every message about it masked) before any library parses it; the check's
+    connection waits CONNECT_TIMEOUT_S at most for each reply, so a server that accepts and says nothing is
+    reported in seconds; later commands get SOCKET_TIMEOUT_S."""
     import redis
 
+    if settings.broker_source == "down":
+        raise BrokerUnreachable(down_message(settings))
+    problem = password_problem(settings.broker_url)
+    if problem:
+        raise BrokerUnreachable(f"bad broker URL {settings.masked_broker_url}: {problem}")
     try:
         tls = tls_options(settings.broker_url)
         _check_readable(tls)
         client = redis.Redis.from_url(
             without_tls_options(settings.broker_url),
             socket_connect_timeout=defaults.CONNECT_TIMEOUT_S,
-            socket_timeout=defaults.SOCKET_TIMEOUT_S,
+            socket_timeout=defaults.CONNECT_TIMEOUT_S if check else defaults.SOCKET_TIMEOUT_S,
             health_check_interval=30,
             **(tls or {}),
         )
-    except ValueError as e:
-        raise BrokerUnreachable(f"bad broker URL {settings.masked_broker_url}: {e}") from e
+    except (ValueError, TypeError) as e:
+        problem = scrub(str(e), settings.broker_url)
+        raise BrokerUnreachable(f"bad broker URL {settings.masked_broker_url}: {problem}") from e
     if check:
         ping(client, settings)
+        client.connection_pool.connection_kwargs["socket_timeout"] = defaults.SOCKET_TIMEOUT_S
+    _opened.append((settings, client))
+    del _opened[:-4]
     return client
 
 
 def ping(client: redis.Redis, settings: Settings) -> None:
+    """PING on a fresh connection from the client's pool, which then serves ordinary commands (its socket
+    timeout raised to SOCKET_TIMEOUT_S)."""
     import redis
 
     where = settings.masked_broker_url
+    conn = None
     try:
-        client.ping()
+        conn = client.connection_pool.get_connection()
+        conn.send_command("PING")
+        conn.read_response()
     except redis.AuthenticationError as e:
-        raise BrokerUnreachable(f"broker at {where} refused the password: {e}") from e
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        raise BrokerUnreachable(f"broker at {where} refused the password: {scrub(str(e), settings.broker_url)}") from e
+    except redis.InvalidResponse as e:
+        raise BrokerUnreachable(f"broker at {where} does not speak the Redis protocol (is it a Redis server?)") from e
+    except redis.TimeoutError as e:
+        problem = _tls_problem(e)
+        if problem:
+            raise BrokerUnreachable(f"broker unreachable at {where}: {problem}") from e
+        if "connecting" in str(e):  # nothing answered the connect: down, or a host that cannot be reached
+            raise BrokerUnreachable(unreachable_message(settings)) from e
+        raise BrokerUnreachable(f"broker at {where} did not answer within {defaults.CONNECT_TIMEOUT_S:g} s "
+                                "(is it a Redis server, and is the URL's scheme, redis:// or rediss://, right?)") from e
+    except (redis.ConnectionError, OSError) as e:
         problem = _tls_problem(e)
         if problem:  # the server is there; the hint about starting one would mislead
             raise BrokerUnreachable(f"broker unreachable at {where}: {problem}") from e
+        if not _refused(e):  # something answered, then hung up: a server that is not Redis (or not plain TCP)
+            raise BrokerUnreachable(f"broker unreachable at {where}: {scrub(str(e), settings.broker_url)}") from e
         raise BrokerUnreachable(unreachable_message(settings)) from e
     except redis.ResponseError as e:
-        raise BrokerUnreachable(f"broker at {where} answered with an error: {e}") from e
+        raise BrokerUnreachable(failure_message(settings, e, client)) from e
+    finally:
+        if conn is not None:
+            conn.socket_timeout = defaults.SOCKET_TIMEOUT_S
+            if conn.is_connected:
+                conn.update_current_socket_timeout(defaults.SOCKET_TIMEOUT_S)
+            client.connection_pool.release(conn)
+
+
+def _refused(error: BaseException) -> bool:
+    """Nothing listens there (or nothing could be reached): not a server that answered something else."""
+    text = str(error)
+    return any(t in text for t in ("refused", "Name or service not known", "No route", "unreachable",
+                                   "Temporary failure in name resolution", "timed out", "Errno 111", "Errno -2"))
+
+
+def failure_message(settings: Settings, error: BaseException, client: redis.Redis | None = None) -> str:
+    """One line for a broker error met midway: `broker at redis://…: out of memory (maxmemory 30 MB)` for one
+    that means "not now", else the error itself; the password masked either way."""
+    reason = broker_errors.not_now(error)
+    if reason is None:
+        said = scrub(str(error), settings.broker_url)
+        return f"broker at {settings.masked_broker_url} answered with an error: {said}"
+    if reason == broker_errors.NOT_NOW_CLASSES["ConnectionError"]:
+        return unreachable_message(settings)
+    return f"broker at {settings.masked_broker_url}: {broker_errors.detail(client, reason)}"
+
+
+def last_failure_message(error: BaseException) -> str:
+    """`failure_message` for the broker this process opened last (the CLI's catch-all has no settings)."""
+    if not _opened:
+        reason = broker_errors.not_now(error) or "error"
+        return f"broker unreachable: {scrub(reason)}"
+    settings, client = _opened[-1]
+    return failure_message(settings, error, client)
+
+
+def down_message(settings: Settings) -> str:
+    return (f"tensorq is down (`tensorq down` stopped its broker, {settings.masked_broker_url}); start it with "
+            "`tensorq up --detach`, or pass --broker")
 
 
 def _tls_problem(error: BaseException) -> str | None:
@@ -133,11 +206,15 @@ def _tls_problem(error: BaseException) -> str | None:
             return f"TLS handshake failed (certificate verify failed: {seen.verify_message})"
         if isinstance(seen, ssl.SSLError):
             return f"TLS handshake failed ({seen.reason or seen})"
+        if "handshake operation timed out" in str(seen):
+            return "TLS handshake failed (no answer to it: is this a plain redis:// port?)"
         seen = seen.__cause__ or seen.__context__
     return "TLS handshake failed (certificate verify failed)" if "CERTIFICATE_VERIFY_FAILED" in str(error) else None
 
 
 def unreachable_message(settings: Settings) -> str:
+    if settings.broker_source == "down":
+        return down_message(settings)
     hint = {
         "default": " (no `tensorq up` running; start one with `tensorq up --detach` or pass --broker)",
         "stack": " (recorded by `tensorq up`; is it still running? try `tensorq up --detach`)",

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from shared import defaults
 from shared.errors import BadInput
 
 STACK_RECORD_NAME = "stack.json"
+# Left by `tensorq down`: commands without --broker then say tensorq is down rather than fall back to the
+# default Redis on 6379, which may be the machine's own (a stray submit would enqueue there).
+DOWN_RECORD_NAME = "stack.down.json"
 # Query parameters whose values are secrets: masked in every message, like the URL's password.
 SECRET_QUERY_KEYS = ("password", "ssl_password")
+# `key=` of a secret parameter and its value: up to the next `&name=` (an unencoded `&` stays masked).
+_SECRET_QUERY = re.compile(rf"(?i)([?&](?:{'|'.join(SECRET_QUERY_KEYS)})=)(?:[^&]|&(?![\w.-]+=))*")
+# Every secret met in a broker URL in this process: scrub() takes them out of any message.
+_SECRETS: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,19 @@ def read_stack_record(home: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def read_down_record(home: Path) -> dict | None:
+    """What `tensorq down` left: the broker it stopped and when; None when tensorq was not stopped here."""
+    try:
+        record = json.loads((home / DOWN_RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def resolve(broker: str | None = None) -> Settings:
+    if defaults.BAD_ENV:  # the limits are read at import; a bad value is refused here, where errors are reported
+        name, raw = next(iter(defaults.BAD_ENV.items()))
+        raise BadInput(f"{name} must be a whole number above 0 (got {raw!r})")
     home = home_dir()
     prefix = os.environ.get("TENSORQ_KEY_PREFIX") or defaults.DEFAULT_KEY_PREFIX
     visibility = _positive_int("TENSORQ_VISIBILITY_TIMEOUT_S") or defaults.VISIBILITY_TIMEOUT_S
@@ -62,8 +82,11 @@ def resolve(broker: str | None = None) -> Settings:
         url, source = os.environ["TENSORQ_BROKER_URL"], "env"
     elif (record := read_stack_record(home)) and record.get("broker_url"):
         url, source = record["broker_url"], "stack"
+    elif (down := read_down_record(home)) is not None:
+        url, source = str(down.get("broker_url") or defaults.DEFAULT_BROKER_URL), "down"
     else:
         url, source = defaults.DEFAULT_BROKER_URL, "default"
+    _SECRETS.update(secrets_of(url))
     return Settings(url, source, home, prefix, visibility, history_ttl)
 
 
@@ -80,15 +103,54 @@ def _positive_int(name: str) -> int | None:
     return value
 
 
+def _userinfo_end(url: str) -> tuple[int, int]:
+    """(start, end) of the URL's user:password part, read from the raw text, never parsed: a password with an
+    unencoded `/`, `#`, `?` or `@` is still all of it. The part runs from after `scheme://` to the last `@`
+    before the query (or the last `@` at all when the part holds a `?`); (0, 0) when there is none."""
+    start = url.find("://") + 3 if "://" in url else 0
+    end = url.rfind("@")
+    if end < start:
+        return 0, 0
+    return start, end
+
+
+def secrets_of(url: str) -> list[str]:
+    """The secrets a broker URL holds, as written and %-decoded: its password and secret query values."""
+    found = []
+    start, end = _userinfo_end(url)
+    if end > start and ":" in url[start:end]:
+        found.append(url[start:end].split(":", 1)[1])
+    found += [m.group(0)[len(m.group(1)):] for m in _SECRET_QUERY.finditer(url)]
+    return sorted({form for secret in found if secret for form in (secret, unquote(secret))}, key=len, reverse=True)
+
+
+def password_problem(url: str) -> str | None:
+    """Why the URL's password cannot be read as written (a character a URL gives another meaning), or None."""
+    start, end = _userinfo_end(url)
+    password = url[start:end].split(":", 1)[1] if end > start and ":" in url[start:end] else ""
+    bad = sorted({c for c in password if c in "/#?@[]"})
+    if bad:
+        codes = ", ".join(f"{c} as %{ord(c):02X}" for c in bad)
+        return f"the password holds {' '.join(bad)}, which must be %-encoded in a URL ({codes})"
+    return None
+
+
 def mask_url(url: str) -> str:
     """The URL with its password, and query parameters that carry secrets, replaced by `***`: safe for logs
-    and messages."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rpartition("@")[2]  # as written: keeps [::1] brackets and the host's case
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    if any(key in parts.query.lower() for key in SECRET_QUERY_KEYS):
-        query = [(k, "***" if k.lower() in SECRET_QUERY_KEYS else v)
-                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-        parts = parts._replace(query=urlencode(query, safe="*/"))
-    return urlunsplit(parts)
+    and messages. Masked as text, before any parsing, so a malformed URL is masked too."""
+    start, end = _userinfo_end(url)
+    if end > start and ":" in url[start:end]:
+        user = url[start:end].split(":", 1)[0]
+        url = f"{url[:start]}{user}:***{url[end:]}"
+    return _SECRET_QUERY.sub(lambda m: f"{m.group(1)}***", url)
+
+
+def scrub(text: str, url: str | None = None) -> str:
+    """`text` with every secret of `url` (and of every broker URL resolved in this process) masked: for
+    messages that quote a library's error, which may repeat what it failed to parse."""
+    secrets = {*_SECRETS, *(secrets_of(url) if url else [])}
+    # a library that fails to parse a URL quotes pieces of it ("... as 's3cr3t'"): mask the pieces too
+    pieces = {p for s in secrets for p in re.split(r"[/#?@:&;=%]", s)}
+    for secret in sorted({x for x in secrets | pieces if len(x) >= 3}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

@@ -10,20 +10,66 @@ fails their job.
 Kombu also builds a new redis.Redis around its connection pool for every publish, ack and event (about 70 us
 each with redis-py 8, and a tiny op job takes five of them on the worker and two on the client); one client
 per pool does the same work.
+
+And a broker that is not serving now (shared/broker_errors.py: out of memory, loading, read-only, ...) is a
+lost connection here, never an "Unrecoverable error": Celery reconnects with its back-off, and a connection
+counts as made only once Redis accepts writes again. A message already popped from its queue when Redis
+stops taking writes is held until Redis takes it into the unacked hash, never dropped.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 
+import redis
 from kombu import transport as kombu_transport
 from kombu.transport import redis as kombu_redis
+
+from shared import broker_errors
 
 log = logging.getLogger(__name__)
 
 
+class BrokerNotServing(redis.exceptions.ConnectionError):
+    """Raised when Redis answers but refuses writes for now (out of memory, read-only, loading...): for kombu
+    and Celery a connection that could not be made, retried with their back-off."""
+
+
+# redis-py's classes for "not now" replies, from the one table: lost connections, for kombu and Celery.
+NOT_NOW_REPLY_ERRORS = tuple(getattr(redis.exceptions, name) for name in broker_errors.NOT_NOW_CLASSES
+                             if issubclass(getattr(redis.exceptions, name, type(None)), redis.exceptions.ResponseError))
+
+
+class QoS(kombu_redis.QoS):
+    def append(self, message: object, delivery_tag: str) -> None:
+        # The message has left its queue: until the unacked hash holds it, this process is its only copy.
+        for attempt in itertools.count():
+            try:
+                return super().append(message, delivery_tag)
+            except Exception as e:
+                reason = broker_errors.not_now(e)
+                if reason is None:
+                    raise
+                if attempt == 0:
+                    log.warning("broker %s: holding a received message until it takes it back", reason)
+                time.sleep(broker_errors.backoff_s(attempt))
+
+
 class Channel(kombu_redis.Channel):
+    QoS = QoS
     _sync_client = None
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # PINGs: a broker that does not answer fails here
+        reason = broker_errors.probe(self.client)
+        if reason is not None:
+            try:
+                self.close()  # out of the poller's cycle, its pools dropped
+            except Exception as e:
+                log.debug("closing a channel to a broker that is not serving: %s", e)
+            raise BrokerNotServing(reason)
 
     def _create_client(self, asynchronous: bool = False):
         if asynchronous:  # the poller's own connection: kombu caches that one itself
@@ -43,6 +89,7 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    connection_errors = (*kombu_redis.Transport.connection_errors, *NOT_NOW_REPLY_ERRORS)
 
     def _deliver(self, message: object, queue: str) -> None:
         # JSON, but not an envelope: kombu would fail with a KeyError it counts as a lost connection

@@ -37,6 +37,7 @@ class WorkerContext:
     progress: tuple[int, int] | None = None  # (iterations done, iterations) of a running training job
     cancel: bool = False  # its user asked to cancel it
     lease_lost: bool = False  # another worker has taken it over
+    unsent: list[str] = field(default_factory=list)  # jobs reaped here whose re-send waits for the broker
 
     def start_job(self, job_id: str, lease_holder: str) -> None:
         self.current_job, self.lease_holder, self.progress = job_id, lease_holder, None

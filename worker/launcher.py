@@ -1,7 +1,9 @@
 """`tensorq worker`: one Celery worker process per GPU (or one CPU worker), supervised.
 
 Each child is pinned with CUDA_VISIBLE_DEVICES and runs the solo pool, so CUDA is initialised only in a
-process that never forks. A child that dies is restarted; the others keep serving.
+process that never forks. A child that dies is restarted; the others keep serving. A child that crashes on
+its own five times in a minute is given up; one that exits while the broker is not serving (the launcher
+asks Redis: shared/broker_errors.py) is never given up, only restarted with back-off until it serves.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
 
+from shared import broker_errors, defaults, processes
 from shared.keys import Keys
 from shared.protocol import Queue, queues_in_priority_order
 from shared.redis_conn import connect
@@ -27,7 +29,7 @@ from worker import devices
 log = logging.getLogger("tensorq.worker")
 
 RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW_S before it is given up
-RESTART_WINDOW_S = 60.0
+RESTART_WINDOW_S = defaults.RESTART_WINDOW_S
 
 
 @dataclass
@@ -36,7 +38,10 @@ class Child:
     queues: list[str]
     gpu: int | None
     proc: subprocess.Popen | None = None
-    restarts: list[float] | None = None
+    restarts: list[float] | None = None  # when it crashed on its own, within RESTART_WINDOW_S
+    restart_at: float | None = None  # exited while the broker was not serving: start it again then
+    outage_exits: int = 0  # exits in a row while the broker was not serving (the back-off grows with them)
+    given_up: bool = False
 
 
 def plan(gpus_arg: str, name: str | None, extra_queues: list[str], host: str | None = None) -> list[Child]:
@@ -72,9 +77,9 @@ def start(child: Child, settings: Settings, loglevel: str) -> None:
     env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url, TENSORQ_KEY_PREFIX=settings.key_prefix,
                TENSORQ_VISIBILITY_TIMEOUT_S=str(settings.visibility_timeout_s),
                CUDA_VISIBLE_DEVICES="" if child.gpu is None else str(child.gpu), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--hostname", child.name,
-           "--queues", ",".join(child.queues), "--pool", "solo", "--concurrency", "1", "--loglevel", loglevel,
-           "--without-gossip", "--without-mingle", "--task-events"]
+    cmd = processes.python_module("celery", "-A", "worker.app", "worker", "--hostname", child.name,
+                                  "--queues", ",".join(child.queues), "--pool", "solo", "--concurrency", "1",
+                                  "--loglevel", loglevel, "--without-gossip", "--without-mingle", "--task-events")
     # A new session: Ctrl-C in the terminal reaches the launcher alone, which then stops each child once.
     child.proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent)
     log.info("started %s (pid %d) on %s, queues %s", child.name, child.proc.pid,
@@ -103,22 +108,46 @@ def run(settings: Settings, gpus: str = "all", name: str | None = None, queues: 
     while not signals:
         time.sleep(0.5)
         for child in children:
-            if child.proc is not None and child.proc.poll() is not None and not signals:
-                restart(child, settings, loglevel)
-        if all(c.proc is None for c in children):
+            if signals or child.given_up:
+                continue
+            if child.proc is not None and child.proc.poll() is not None:
+                restart(child, settings, loglevel, client)
+            elif child.proc is None and child.restart_at is not None and time.monotonic() >= child.restart_at:
+                child.restart_at = None
+                start(child, settings, loglevel)
+        if all(c.given_up for c in children):
             log.error("every worker process has been given up; exiting")
             return 1
     return shutdown(children, signals)
 
 
-def restart(child: Child, settings: Settings, loglevel: str) -> None:
+def broker_trouble(client: object) -> str | None:
+    """What keeps the broker from serving now, or None when it serves (then a child that exited crashed on
+    its own)."""
+    try:
+        return broker_errors.probe(client)
+    except Exception as e:
+        return broker_errors.not_now(e)
+
+
+def restart(child: Child, settings: Settings, loglevel: str, client: object = None) -> None:
     code = child.proc.returncode if child.proc else None
+    child.proc = None
     now = time.monotonic()
+    trouble = broker_trouble(client) if client is not None else None
+    if trouble is not None:  # not the child's fault: never counted, never given up
+        delay = broker_errors.backoff_s(child.outage_exits)
+        child.outage_exits += 1
+        child.restart_at = now + delay
+        log.warning("%s exited (code %s) while the broker at %s is not serving (%s); restarting it in %.1f s",
+                    child.name, code, settings.masked_broker_url, trouble, delay)
+        return
+    child.outage_exits = 0
     child.restarts = [t for t in (child.restarts or []) if now - t < RESTART_WINDOW_S] + [now]
     if len(child.restarts) > RESTART_LIMIT:
         log.error("%s exited (code %s) %d times within %.0f s; giving up on it", child.name, code,
                   len(child.restarts), RESTART_WINDOW_S)
-        child.proc = None
+        child.given_up = True
         return
     log.warning("%s exited (code %s); restarting it", child.name, code)
     start(child, settings, loglevel)

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from shared import defaults
+from shared import broker_errors, defaults
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -20,9 +20,13 @@ class Watchdog:
         self.reap = reap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tensorq-watchdog", daemon=True)
+        self._outage: str | None = None  # what keeps the broker from serving, while it does not
 
     def start(self) -> None:
-        self.beat()
+        try:
+            self.beat()
+        except Exception as e:  # a broker not serving at start-up: the thread beats once it serves
+            self._trouble(e)
         self._thread.start()
 
     def beat(self) -> None:
@@ -44,14 +48,28 @@ class Watchdog:
                 self._watch_job(now >= next_renew)
                 if now >= next_renew:
                     next_renew = now + defaults.LEASE_RENEW_S
-                if now >= next_beat:
+                beat = now >= next_beat
+                if beat:
                     self.beat()
                     next_beat = now + defaults.HEARTBEAT_INTERVAL_S
                 if now >= next_reap:
                     self.reap()
                     next_reap = now + defaults.REAP_INTERVAL_S
+                if self._outage is not None and beat:  # a beat, a write, got through
+                    log.warning("watchdog: the broker serves again (it was %s)", self._outage)
+                    self._outage = None
             except Exception as e:  # keep watching through a Redis blip
-                log.warning("watchdog: %s", e)
+                self._trouble(e)
+
+    def _trouble(self, error: BaseException) -> None:
+        """One line per broker outage (it may last minutes, at 4 tries a second); any other error each time."""
+        reason = broker_errors.not_now(error)
+        if reason is None:
+            log.warning("watchdog: %s", error)
+        elif self._outage is None:
+            log.warning("watchdog: the broker is not serving (%s); heartbeats and reaping resume when it does",
+                        reason)
+            self._outage = reason
 
     def _watch_job(self, renew: bool) -> None:
         ctx = self.ctx

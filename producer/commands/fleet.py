@@ -114,7 +114,10 @@ def flower(port: int, address: str, basic_auth: str | None, read_only: bool, per
     env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
     if basic_auth:
         env["FLOWER_BASIC_AUTH"] = basic_auth  # through the environment, so it never shows in `ps`
-    args = [sys.executable, "-m", "celery", "-A", "worker.app", "flower", f"--port={port}", f"--address={address}"]
+    from shared.processes import python_module
+
+    # never `-m celery` as is: it would import a `worker/` or `shared/` of the working directory
+    args = python_module("celery", "-A", "worker.app", "flower", f"--port={port}", f"--address={address}")
     if read_only:
         args.append("--read_only=True")
     if persistent:
