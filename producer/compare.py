@@ -1,4 +1,5 @@
-"""Comparing jobs side by side: how each ended, and which spec fields set them apart."""
+"""Comparing training jobs side by side: how each ended (or, running, where it stands), and which spec fields
+set them apart."""
 
 from __future__ import annotations
 
@@ -8,18 +9,27 @@ from shared.store import JobRecord
 
 ENDING_FIELDS = ("final_loss", "best_loss", "iterations", "seconds", "iterations_per_s", "device")
 HEADERS = {"final_loss": "FINAL", "best_loss": "BEST", "iterations": "ITERS", "seconds": "SECONDS",
-           "iterations_per_s": "IT/S"}
+           "iterations_per_s": "IT/S", "device": "DEVICE"}
+# When a spec field that differs has an ending field's name (`iterations`: planned vs run), the JSON row keeps
+# the spec's value under the name (as `differing_fields` promises) and the ending's under this one.
+RENAMED_ENDING = {"iterations": "iterations_done"}
+Progress = tuple[int, float]  # (iterations done, latest loss) of a running job
 
 
-def table(records: list[JobRecord]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per job (id, state, how it ended, and the spec fields that differ between the jobs)."""
+def table(records: list[JobRecord], progress: dict[str, Progress] | None = None
+          ) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per training job (id, state, how it ended, and the spec fields that differ between the jobs).
+    A running job's row shows its progress: iterations done and latest loss (as FINAL)."""
     fields = sorted({k for r in records for k in r.spec} - {"kind"})
     differing = [f for f in fields if len({repr(r.spec.get(f)) for r in records}) > 1]
     rows = []
     for r in records:
-        summary = r.summary or {}
-        rows.append({"id": r.id, "state": r.state, **{k: summary.get(k) for k in ENDING_FIELDS},
-                     **{f: r.spec.get(f) for f in differing}})
+        ending = {k: (r.summary or {}).get(k) for k in ENDING_FIELDS}
+        if r.summary is None and progress and r.id in progress:
+            ending["iterations"], ending["final_loss"] = progress[r.id]
+            ending["device"] = r.device
+        ending = {RENAMED_ENDING.get(k, k) if k in differing else k: v for k, v in ending.items()}
+        rows.append({"id": r.id, "state": r.state, **ending, **{f: r.spec.get(f) for f in differing}})
     return rows, differing
 
 
@@ -29,14 +39,22 @@ def render_table(rows: list[dict[str, Any]], differing: list[str]) -> None:
     from producer.render import console
 
     t = Table(box=None, header_style="bold")
-    columns = ["id", "state", *ENDING_FIELDS, *differing]
-    for col in columns:
-        t.add_column(HEADERS.get(col, col.replace("_", "-").upper()), no_wrap=col in ("id", "state"))
+    ending = [RENAMED_ENDING.get(k, k) if k in differing else k for k in ENDING_FIELDS]
+    columns = ["id", "state", *ending, *differing]
+    headers = ["ID", "STATE", *(header(k) for k in ending), *(f.replace("_", "-").upper() for f in differing)]
+    for col, head in zip(columns, headers, strict=True):
+        t.add_column(head, no_wrap=col in ("id", "state"))
     for row in rows:
         t.add_row(*(_cell(row.get(c)) for c in columns))
     console().print(t)
     if not differing and len(rows) > 1:
         console().print("the specs are identical")
+
+
+def header(ending_field: str) -> str:
+    if ending_field in RENAMED_ENDING.values():
+        return "DONE"  # beside the spec's ITERATIONS column: iterations run, not planned
+    return HEADERS[ending_field]
 
 
 def _cell(v: Any) -> str:

@@ -15,8 +15,9 @@ def final_loss(r: JobRecord) -> float:
 
 
 def ranked(jobs: list[JobRecord]) -> list[JobRecord]:
-    """Best final loss first; jobs without one (not finished, failed) after, in submit order."""
-    return sorted(jobs, key=final_loss)
+    """Succeeded jobs by final loss, best first (a non-finite one last among them); then the rest (running,
+    queued, or stopped early: a cancelled or diverged job's last loss is not a result), in submit order."""
+    return sorted(jobs, key=lambda j: (j.state != "succeeded", final_loss(j) if j.state == "succeeded" else 0.0))
 
 
 def counts(jobs: list[JobRecord]) -> dict[str, int]:
@@ -43,8 +44,12 @@ def render(group: GroupRecord, jobs: list[JobRecord]) -> None:
         s = j.summary or {}
         loss = final_loss(j)
         table.add_row(str(k), j.id, f"[{STATE_STYLE.get(j.state, '')}]{j.state}[/]",
-                      *(str(j.spec.get(name)) for name in group.swept),
+                      *(cell(j.spec.get(name)) for name in group.swept),  # an op job has no swept field
                       "-" if math.isinf(loss) else f"{loss:.6g}",
-                      f"{s['best_loss']:.6g}" if isinstance(s.get("best_loss"), float) else "-",
+                      f"{s['best_loss']:.6g}" if isinstance(s.get("best_loss"), (int, float)) else "-",
                       duration(s.get("seconds")), f"{s['iterations_per_s']:,.0f}" if s.get("iterations_per_s") else "-")
     c.print(table)
+
+
+def cell(value: object) -> str:
+    return "-" if value is None else str(value)

@@ -79,3 +79,12 @@ def as_arrays(store: JobStore, job_id: str, cut: Slice = Slice()) -> tuple[np.nd
     if not parts:
         return np.empty(0, dtype=np.int64), np.empty(0)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def latest(store: JobStore, job_id: str) -> tuple[int, float] | None:
+    """(iterations done, latest loss) from the newest history entry; None before the first flush."""
+    newest = store.last_loss_chunks(job_id, 1)
+    if not newest:
+        return None
+    first, values = newest[-1]
+    return first + len(values), float(values[-1])

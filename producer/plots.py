@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +27,51 @@ def log_scale(curves: Curves) -> bool:
     return bool(values.size) and values.min() > 0 and values.max() / values.min() >= 100
 
 
+def finite_points(curves: Curves) -> tuple[Curves, bool]:
+    """The curves without their inf/nan points (a diverged run's), and whether any were left out."""
+    kept, dropped = {}, False
+    for label, (its, vals) in curves.items():
+        ok = np.isfinite(vals)
+        dropped = dropped or not ok.all()
+        if ok.any():
+            kept[label] = (its[ok], vals[ok])
+    return kept, dropped
+
+
+# Off a terminal colours are gone, so each curve gets its own glyph too (the first keeps braille's resolution).
+MARKERS = ("braille", "x", "•", "+", "o", "*", "#", "@", "%", "&", "$", "~")
+
+
+def y_ticks(curves: Curves, log: bool) -> tuple[list[float], list[str]]:
+    """Tick values and labels that stay readable: powers of ten on a log axis (plotext's own labels print
+    the lowest decades as 0.0000), a few 3-significant-digit values on a linear one."""
+    values = np.concatenate([v for _, v in curves.values()])
+    lo, hi = float(values.min()), float(values.max())
+    if log:
+        first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        step = max(1, math.ceil((last - first) / 6))
+        powers = range(first, last + 1, step)
+        return [10.0 ** k for k in powers], ["1" if k == 0 else f"1e{k}" for k in powers]
+    ticks = np.linspace(lo, hi, 5).tolist() if hi > lo else [lo]
+    return ticks, [f"{t:.3g}" for t in ticks]
+
+
 def terminal(curves: Curves, title: str, width: int | None = None, height: int | None = None) -> str:
     import plotext as plt
 
+    curves, dropped = finite_points(curves)
+    if not curves:
+        return f"{title}: no finite loss to draw"
+    log = log_scale(curves)
+    title += (" (log scale)" if log else "") + ("; inf/nan losses not drawn" if dropped else "")
     plt.clear_figure()
     plt.theme("clear")
-    for label, (its, vals) in curves.items():
+    for k, (label, (its, vals)) in enumerate(curves.items()):
         its, vals = thin(its, vals, 400)
-        plt.plot(its.tolist(), vals.tolist(), label=label, marker="braille")
-    if log_scale(curves):
+        plt.plot(its.tolist(), vals.tolist(), label=label, marker=MARKERS[k % len(MARKERS)])
+    if log:
         plt.yscale("log")
-        title += " (log scale)"
+    plt.yticks(*y_ticks(curves, log))
     plt.title(title)
     plt.xlabel("iteration")
     plt.plotsize(width or 100, height or 25)
@@ -52,9 +87,13 @@ def png(curves: Curves, path: Path, title: str) -> None:
     except ImportError:
         raise BadInput("--png needs matplotlib: pip install 'tensorq[plot]'") from None
     fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
-    for label, (its, vals) in curves.items():
-        ax.plot(*thin(its, vals), label=label, linewidth=1.2)
-    if log_scale(curves):
+    drawn, dropped = finite_points(curves)
+    for label, (its, vals) in curves.items():  # an inf or nan is a gap in its curve
+        its, vals = thin(its, vals)
+        ax.plot(its, np.where(np.isfinite(vals), vals, np.nan), label=label, linewidth=1.2)
+    if dropped:
+        title += " (inf/nan losses not drawn)"
+    if log_scale(drawn):
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")

@@ -55,8 +55,9 @@ def final_loss(r: JobRecord) -> str:
     return f"{loss:.6g}" if isinstance(loss, (int, float)) else "-"
 
 
-def status(r: JobRecord) -> None:
-    """Plain lines, coloured with click (already loaded): `tensorq status` starts fast without rich."""
+def status(r: JobRecord, progress: tuple[int, float] | None = None) -> None:
+    """Plain lines, coloured with click (already loaded): `tensorq status` starts fast without rich.
+    `progress` is a running job's (iterations done, latest loss)."""
     import click
 
     lines = [f"job      {r.id}  {click.style(r.state, fg=STATE_STYLE.get(r.state))}",
@@ -65,10 +66,12 @@ def status(r: JobRecord) -> None:
              f"spec     {spec_line(r.spec)}",
              f"worker   {r.worker or '-'}  device {r.device or '-'}  attempts {r.attempts}",
              f"times    submitted {ago(r.submitted_at)}, ran {duration(run_time(r))}"]
+    if progress is not None:
+        lines.append(f"progress iteration {progress[0]}/{r.spec.get('iterations', '?')}, loss {progress[1]:.6g}")
     if r.error:
         lines.append(f"error    {click.style(r.error, fg='red')}")
-    if r.summary:
-        lines.append("summary  " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.summary.items()))
+    if r.summary:  # what is absent (resumed_from of a fresh run, cuda on the CPU) is left out
+        lines.append("summary  " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.summary.items() if v is not None))
     for line in lines:
         click.echo(line)
 
@@ -78,8 +81,12 @@ def spec_line(spec: dict[str, Any]) -> str:
         def shape(o: dict) -> str:
             return ("randn:" if o.get("source") == "randn" else "") + "x".join(map(str, o.get("shape", []))) or "scalar"
         return f"{spec.get('op')} {shape(spec.get('a', {}))} {shape(spec.get('b', {}))}"
-    skip = {"kind"}
-    return " ".join(f"{k.replace('_', '-')}={v}" for k, v in spec.items() if k not in skip and v is not None)
+    def field(k: str, v: Any) -> str:
+        name = k.replace("_", "-")
+        return name if v is True else f"{name}={v}"  # a flag that is on reads as the flag
+
+    # defaults that say nothing (None, a flag that is off) are left out
+    return " ".join(field(k, v) for k, v in spec.items() if k != "kind" and v is not None and v is not False)
 
 
 def _fmt(v: Any) -> str:
@@ -110,14 +117,14 @@ def nodes_table(nodes: list[dict[str, Any]]) -> None:
     for col in ("NODE", "HOST", "DEVICE", "QUEUES", "STATE", "DONE", "HEARTBEAT"):
         table.add_column(col, no_wrap=col == "NODE")
     for n in nodes:
-        table.add_row(n.get("name", "?"), n.get("host") or "-", device_text(n), n.get("queues") or "-",
+        table.add_row(n.get("name", "?"), n.get("host") or "-", device_text(n), ",".join(n.get("queues") or []) or "-",
                       node_state_text(n), str(n.get("jobs_done") or 0), ago(n.get("seen_at")))
     console().print(table)
 
 
 def device_text(n: dict[str, Any]) -> str:
     text = n.get("device") or "-"
-    if n.get("gpu_index"):
+    if n.get("gpu_index") is not None:
         text += f" (GPU {n['gpu_index']})"
     if n.get("memory_total_bytes"):
         text += f", {n['memory_free_bytes'] / 2**30:.1f}/{n['memory_total_bytes'] / 2**30:.1f} GiB free"
@@ -170,13 +177,16 @@ def progress_line(job_id: str, done: int, total: int, loss: float) -> str:
 
 
 def summary(r: JobRecord) -> None:
+    """One line on how a job ended (a training job that stopped early too: cancelled, timed out, diverged)."""
     c = console()
     s = r.summary or {}
+    state = f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]"
     if r.kind == "train":
-        c.print(f"[green]succeeded[/] {r.id}: final loss {final_loss(r)} (best {_fmt(s.get('best_loss'))} at "
-                f"iteration {s.get('best_iteration')}), {s.get('iterations')} iterations in "
+        best = (f"best {_fmt(s['best_loss'])} at iteration {s.get('best_iteration')}"
+                if isinstance(s.get("best_loss"), (int, float)) else "no finite loss")
+        c.print(f"{state} {r.id}: final loss {final_loss(r)} ({best}), {s.get('iterations')} iterations in "
                 f"{duration(s.get('seconds'))} ({_fmt(s.get('iterations_per_s'))} it/s) on {s.get('device')} "
                 f"\\[{s.get('worker')}]")
     else:
-        c.print(f"[green]succeeded[/] {r.id}: {s.get('op')} -> {s.get('dtype')} "
+        c.print(f"{state} {r.id}: {s.get('op')} -> {s.get('dtype')} "
                 f"{'x'.join(map(str, s.get('shape', []))) or 'scalar'} on {s.get('device')} \\[{s.get('worker')}]")

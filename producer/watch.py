@@ -8,20 +8,34 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared import defaults
-from shared.protocol import Kind
+from shared.protocol import Kind, Priority, queue_for
 from shared.store import JobRecord, JobStore
 
 QUEUE_SCAN_LIMIT = 10_000  # queue positions are looked up among this many waiting messages at most
 POSITION_REFRESH_S = 2.0
+SPEED_WINDOW_S = 10.0  # it/s is measured over the batches of about this long
+BURST_S = 0.05  # batches read this close together arrived together
+MIN_SPAN_S = 1.0  # no it/s until the live batches span this long
+WIDE_COLUMNS = 120  # narrower terminals get a short bar and 4-digit losses
+BAR_MIN_COLUMNS = 100  # ... and below this, no bar: the text (i/N, it/s, ETA, loss) is the progress
 
 
-def queue_position(store: JobStore, queue: str, job_id: str) -> int | None:
-    """1 when the job is next out of its Celery queue (a Redis list consumed from the right), else its place."""
-    waiting = store.redis.lrange(queue, -QUEUE_SCAN_LIMIT, -1)
-    needle = job_id.encode()
-    for k, raw in enumerate(reversed(waiting), start=1):
-        if needle in raw:  # the task id is in the message's plain-JSON headers
-            return k
+def queue_position(store: JobStore, queue: str, job_id: str, priority: str = Priority.NORMAL.value) -> int | None:
+    """1 when the job is next out of its Celery queue (a Redis list consumed from the right), else its place.
+    Workers empty a queue's higher levels first, so every job waiting in them counts as ahead."""
+    base = queue.removesuffix(f".{priority}") if priority != Priority.NORMAL.value else queue
+    ahead = 0
+    for level in Priority:  # high, normal, low: the order workers take them in
+        name = queue_for(base, level.value)
+        if name != queue:
+            ahead += store.redis.llen(name)
+            continue
+        waiting = store.redis.lrange(queue, -QUEUE_SCAN_LIMIT, -1)
+        needle = job_id.encode()
+        for k, raw in enumerate(reversed(waiting), start=1):
+            if needle in raw:  # the task id is in the message's plain-JSON headers
+                return ahead + k
+        return None
     return None
 
 
@@ -43,37 +57,53 @@ class Tracked:
     def add(self, first: int, values: np.ndarray) -> None:
         self.done = first + len(values)
         self.last = float(values[-1])
-        self.best = min(self.best, float(np.nanmin(values)) if np.isfinite(values).any() else self.best)
+        finite = values[np.isfinite(values)]
+        self.best = min(self.best, float(finite.min())) if finite.size else self.best
         now = time.monotonic()
-        self.speed = [s for s in self.speed if now - s[0] < 10] + [(now, self.done)]
+        recent = [s for s in self.speed if now - s[0] < SPEED_WINDOW_S]
+        if recent and now - recent[-1][0] < BURST_S:  # read together (a backlog): one sample, as of now
+            recent.pop()
+        self.speed = [*recent, (now, self.done)]
 
     def rate(self) -> float | None:
-        if len(self.speed) < 2 or self.speed[-1][0] == self.speed[0][0]:
-            s = self.record.summary or {}
-            return s.get("iterations_per_s")
+        """it/s: an ended job's own figure; a running one's from the batches seen arrive live, once they
+        span a second (the backlog read when watching starts arrives at once and says nothing of speed)."""
+        if self.record.finished:
+            return (self.record.summary or {}).get("iterations_per_s")
+        if len(self.speed) < 2 or self.speed[-1][0] - self.speed[0][0] < MIN_SPAN_S:
+            return None
         (t0, d0), (t1, d1) = self.speed[0], self.speed[-1]
         return (d1 - d0) / (t1 - t0)
 
 
-def describe(t: Tracked, store: JobStore) -> str:
+def describe(t: Tracked, store: JobStore, compact: bool = False) -> str:
+    """A bar's text: id, state, i/N, it/s, ETA, loss, best. `compact` (a narrow terminal) writes the losses
+    with 4 significant digits; the end of the line is what an even narrower one cuts (it/s and ETA stay)."""
     r = t.record
     if r.state == "queued":
         if time.monotonic() - t.position[0] > POSITION_REFRESH_S:  # an LRANGE: not on every wake-up
-            t.position = (time.monotonic(), queue_position(store, r.queue, r.id))
+            t.position = (time.monotonic(), queue_position(store, r.queue, r.id, r.priority))
         pos = t.position[1]
         where = f"#{pos} in queue {r.queue}" if pos else f"in queue {r.queue}"
         return f"{r.id} [yellow]waiting[/] ({where})"
     text = f"{r.id} [{_style(r.state)}]{r.state}[/]"
     if r.kind == Kind.TRAIN.value and t.done:
         rate = t.rate()
-        eta = f" eta {(t.total - t.done) / rate:.0f}s" if rate and r.state == "running" else ""
+        eta = f" eta {_eta((t.total - t.done) / rate)}" if rate and r.state == "running" else ""
         its = f" {rate:,.0f} it/s" if rate else ""
-        text += f" {t.done}/{t.total}{its}{eta} loss {t.last:.6g} best {t.best:.6g}"
+        digits = 4 if compact else 6
+        text += f" {t.done}/{t.total}{its}{eta} loss {t.last:.{digits}g} best {t.best:.{digits}g}"
     if r.error:
         from rich.markup import escape
 
         text += f" [red]{escape(r.error)}[/]"
     return text
+
+
+def _eta(seconds: float) -> str:
+    from producer.render import duration
+
+    return f"{seconds:.0f}s" if seconds < 60 else duration(seconds)
 
 
 def _style(state: str) -> str:
@@ -87,14 +117,20 @@ def watch(store: JobStore, job_ids: list[str], console=None) -> list[JobRecord]:
 
     Ctrl-C (KeyboardInterrupt) propagates to the caller: only the watching stops, never the jobs.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
+    from rich.table import Column
 
     tracked = {j: Tracked(store.require(j)) for j in job_ids}
     cursor = store.finished_cursor()
-    with Progress(BarColumn(bar_width=30), TextColumn("{task.description}"), console=console,
-                  refresh_per_second=4) as progress:
+    width = (console or Console()).width
+    compact = width < WIDE_COLUMNS
+    # the bar gives way first on a narrow terminal, then the text's end (never a wrapped, garbled line)
+    bar = [] if width < BAR_MIN_COLUMNS else [BarColumn(bar_width=30 if not compact else 10)]
+    text = TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis"))
+    with Progress(*bar, text, console=console, refresh_per_second=4) as progress:
         for t in tracked.values():
-            t.task_id = progress.add_task(describe(t, store), total=t.total)
+            t.task_id = progress.add_task(describe(t, store, compact), total=t.total)
         while True:
             for t in tracked.values():
                 t.record = store.require(t.record.id)
@@ -103,7 +139,7 @@ def watch(store: JobStore, job_ids: list[str], console=None) -> list[JobRecord]:
                         t.after = entry_id  # read once, not on every wake-up
                         t.add(first, values)
                 completed = t.total if t.record.state == "succeeded" else t.done
-                progress.update(t.task_id, completed=completed, description=describe(t, store))
+                progress.update(t.task_id, completed=completed, description=describe(t, store, compact))
             if all(t.record.finished for t in tracked.values()):
                 return [t.record for t in tracked.values()]
             # one blocking read over every live training job's losses and the stream of ended jobs

@@ -166,8 +166,26 @@ def save_file(array: np.ndarray, path: Path) -> None:
         save_st({"result": np.asarray(array, order="C")}, str(path))
     elif suffix == ".json":
         path.write_text(json.dumps(to_literal(array)) + "\n")
+    elif suffix == ".pt":
+        save_pt(array, path)
     else:
-        raise BadInput(f"cannot write {suffix or 'a file without a suffix'}: use .npy, .safetensors or .json")
+        raise BadInput(f"cannot write {suffix or 'a file without a suffix'}: use .npy, .safetensors, .json or .pt")
+
+
+def save_pt(arrays: np.ndarray | dict[str, np.ndarray], path: Path) -> None:
+    """torch.save of a tensor, or of a dict of them (a training job's weights): plain tensors only, so
+    `torch.load(path, weights_only=True)` reads it back."""
+    try:
+        import torch
+    except ImportError as e:
+        raise BadInput("writing .pt files needs torch (pip install 'tensorq[worker]'); or use .safetensors") from e
+    if not path.parent.is_dir():
+        raise BadInput(f"-o: no such folder: {path.parent}")
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    torch.save({k: tensor(v) for k, v in arrays.items()} if isinstance(arrays, dict) else tensor(arrays), path)
 
 
 def safetensors_bytes(arrays: dict[str, np.ndarray]) -> bytes:

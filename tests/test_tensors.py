@@ -352,10 +352,18 @@ def test_unsupported_suffix(tmp_path):
         tensors.load_file(path)
 
 
-@pytest.mark.parametrize("name", ["t.pt", "t.csv", "noext"])
+@pytest.mark.parametrize("name", ["t.csv", "noext"])
 def test_save_file_refuses_other_suffixes(tmp_path, name):
     with pytest.raises(BadInput, match="cannot write"):
         tensors.save_file(np.ones(2, np.float32), tmp_path / name)
+
+
+def test_save_file_writes_a_pt_that_loads_with_weights_only(tmp_path):
+    array = np.arange(6, dtype=np.float64).reshape(2, 3)
+    tensors.save_file(array, tmp_path / "t.pt")
+    back = torch.load(tmp_path / "t.pt", weights_only=True)
+    assert back.dtype == torch.float64 and back.tolist() == array.tolist()
+    assert np.array_equal(tensors.load_file(tmp_path / "t.pt"), array)  # and reads back as an operand
 
 
 def test_load_safetensors_corrupt_blob_is_decode_error():

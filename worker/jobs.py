@@ -12,13 +12,13 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import numpy as np
-from celery.exceptions import Reject
+from celery.exceptions import Ignore, Reject
 
 from shared import __version__
-from shared.errors import Interrupted, JobCancelled, JobFailed, TensorqError
+from shared.errors import Interrupted, JobFailed, TensorqError
 from shared.protocol import JobState, Kind
 from shared.specs import TensorOpSpec, TrainSpec, parse_spec
-from worker import context
+from worker import context, outages
 
 log = logging.getLogger(__name__)
 # An executor returns the job's summary and its artifacts (name -> safetensors bytes).
@@ -47,16 +47,19 @@ def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any
         log.warning("job %s is already %s; dropping the redelivered message", job_id, outcome)
         return {"skipped": f"already {outcome}"}
     ctx.start_job(job_id, holder)
-    try:
-        summary, artifacts = execute(job_id, spec, device, ctx)
+    try:  # a broker outage stops the attempt's writes; it goes on from its checkpoint while the lease is ours
+        summary, artifacts = outages.through_outages(ctx, job_id, holder, lambda: execute(job_id, spec, device, ctx),
+                                                     lambda: lost(job_id))
     except Interrupted as e:
         interrupted(ctx, job_id, holder, e)
+    except Reject:
+        raise
     except Exception as e:
         fail(ctx, job_id, readable(e), holder)
     finally:
         ctx.end_job()
-    if not ctx.store.mark_finished(job_id, JobState.SUCCEEDED, summary=summary, artifacts=artifacts,
-                                   lease_holder=holder):
+    if not outages.through_outages(ctx, job_id, holder, lambda: ctx.store.mark_finished(
+            job_id, JobState.SUCCEEDED, summary=summary, artifacts=artifacts, lease_holder=holder), lambda: False):
         lost(job_id)
     return summary
 
@@ -87,7 +90,8 @@ def op_outcome(summary: dict[str, Any]) -> str:
 
 def fail(ctx: context.WorkerContext, job_id: str, message: str, lease_holder: str | None = None) -> NoReturn:
     log.error("job %s failed: %s", job_id, message)
-    if not ctx.store.mark_finished(job_id, JobState.FAILED, error=message, lease_holder=lease_holder):
+    if not outages.through_outages(ctx, job_id, lease_holder, lambda: ctx.store.mark_finished(
+            job_id, JobState.FAILED, error=message, lease_holder=lease_holder), lambda: False):
         lost(job_id)
     raise JobFailed(message) from None
 
@@ -110,15 +114,20 @@ def lost(job_id: str) -> NoReturn:
 
 
 def interrupted(ctx: context.WorkerContext, job_id: str, holder: str, e: Interrupted) -> NoReturn:
-    """A job stopped on request ends cancelled, failed (timeout), or goes back to its queue."""
+    """A job stopped on request ends cancelled, failed (timeout, divergence), or goes back to its queue. An
+    ending keeps what the executor made so far (a training job's weights and summary), when it made any."""
     if e.reason == "cancel":
         log.warning("job %s cancelled at iteration %d", job_id, e.iteration)
-        if not ctx.store.mark_finished(job_id, JobState.CANCELLED, error=f"cancelled at iteration {e.iteration}",
-                                       lease_holder=holder):
-            lost(job_id)
-        raise JobCancelled(f"cancelled at iteration {e.iteration}") from None
-    if e.reason.startswith("timed out"):
-        fail(ctx, job_id, f"{e.reason} (at iteration {e.iteration})", holder)
+        end_stopped(ctx, job_id, holder, e, JobState.CANCELLED, f"cancelled at iteration {e.iteration}")
+        announce_revoked(job_id)
+        # Not a failure: Ignore acknowledges the message and sends no task-failed event, so Flower shows the
+        # task-revoked event just sent (REVOKED, no traceback), as it would for `celery revoke`.
+        raise Ignore() from None
+    if e.reason.startswith("timed out") or e.reason.startswith("diverged"):
+        message = f"{e.reason} (at iteration {e.iteration})" if e.reason.startswith("timed out") else str(e)
+        log.error("job %s failed: %s", job_id, message)
+        end_stopped(ctx, job_id, holder, e, JobState.FAILED, message)
+        raise JobFailed(message) from None
     if e.reason == "lease lost":  # another worker runs it now: leave its state alone, drop this message
         lost(job_id)
     log.warning("job %s handed back to its queue at iteration %d (checkpointed)", job_id, e.iteration)
@@ -126,6 +135,26 @@ def interrupted(ctx: context.WorkerContext, job_id: str, holder: str, e: Interru
     ctx.store.mark_requeued(job_id)
     ctx.store.release_lease(job_id, holder)
     raise Reject("handed back by a stopping worker", requeue=True) from None
+
+
+def end_stopped(ctx: context.WorkerContext, job_id: str, holder: str, e: Interrupted, state: JobState,
+                message: str) -> None:
+    """Write how a stopped job ended (with what it made so far), waiting out a broker outage as `fail` does."""
+    if not outages.through_outages(ctx, job_id, holder, lambda: ctx.store.mark_finished(
+            job_id, state, summary=e.summary, error=message, artifacts=e.artifacts, lease_holder=holder),
+            lambda: False):
+        lost(job_id)
+
+
+def announce_revoked(job_id: str) -> None:
+    """Send Celery's task-revoked event for the running task (what a `celery revoke` would make Flower show)."""
+    from celery import current_task
+
+    try:
+        if current_task and current_task.request.id == job_id:
+            current_task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+    except Exception as err:  # monitoring only: the job's ending is already stored
+        log.warning("job %s: could not send the task-revoked event (%s)", job_id, err)
 
 
 def decode(args: tuple[Any, ...], kwargs: dict[str, Any], kind: str) -> TensorOpSpec | TrainSpec:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import isfinite
 
 import torch
 
@@ -128,29 +129,47 @@ class TrainResult:
     w1: torch.Tensor
     w2: torch.Tensor
     final_loss: float
-    best_loss: float
+    best_loss: float  # over finite losses only; inf (best_iteration -1) when there was none
     best_iteration: int
     seconds: float
+    recorded: int = 0  # iterations whose loss is in the history (the spec's iterations for a full run)
+    weights_at: int = 0  # w1, w2 are the weights iteration `weights_at` starts from (after that many updates)
+
+
+class Stopped(Interrupted):
+    """Raised by `train` when it stops early (asked to, or diverged); `result` is where the run stood, with the
+    weights of its last iteration. The worker adds the `summary` and `artifacts` the job keeps."""
+
+    def __init__(self, iteration: int, reason: str, result: TrainResult) -> None:
+        super().__init__(iteration, reason)
+        self.result = result
 
 
 class LossRecorder:
     """Losses are kept where reading them is cheapest until a flush hands a batch to the sink; best and last
-    are tracked on the host from the flushed batches. `for_device` picks the way for the device."""
+    are tracked on the host from the flushed batches. `for_device` picks the way for the device.
 
-    def __init__(self, sink: LossSink, size: int, dtype: torch.dtype, start: Resume) -> None:
-        self.sink, self.size, self.dtype, self.n = sink, size, dtype, 0
+    With `stop_on_nonfinite`, a flush whose batch holds an inf or nan hands over the batch only up to and
+    including the first one, and sets `diverged` = (its iteration, its value): the loop then stops. The
+    batch is on the host by then, so the check costs no device sync.
+    """
+
+    def __init__(self, sink: LossSink, size: int, dtype: torch.dtype, start: Resume,
+                 stop_on_nonfinite: bool = False) -> None:
+        self.sink, self.size, self.dtype, self.n, self.stop = sink, size, dtype, 0, stop_on_nonfinite
         self.first, self.best, self.best_at, self.last = start.iteration, start.best_loss, start.best_iteration, \
             start.last_loss
+        self.diverged: tuple[int, float] | None = None
 
     @staticmethod
     def for_device(sink: LossSink, size: int, dtype: torch.dtype, device: torch.device,
-                   start: Resume) -> LossRecorder:
+                   start: Resume, stop_on_nonfinite: bool = False) -> LossRecorder:
         if device.type == "cpu":
-            return HostLosses(sink, size, dtype, start)
-        return DeviceLosses(sink, size, dtype, start, device)
+            return HostLosses(sink, size, dtype, start, stop_on_nonfinite)
+        return DeviceLosses(sink, size, dtype, start, device, stop_on_nonfinite)
 
     def record(self, loss: torch.Tensor) -> bool:
-        """Keep one loss; True when the batch is full."""
+        """Keep one loss; True when the batch should be flushed now (it is full)."""
         raise NotImplementedError
 
     def take(self) -> torch.Tensor:
@@ -161,21 +180,33 @@ class LossRecorder:
         if not self.n:
             return
         host = self.take()
+        self.n = 0
+        finite = torch.isfinite(host)
+        all_finite = bool(finite.all())
+        if self.stop and not all_finite:  # keep the history up to the first non-finite loss, exactly once
+            k = int((~finite).nonzero()[0])
+            host, finite = host[: k + 1], finite[: k + 1]
+            self.diverged = (self.first + k, host[k].item())
         self.sink(self.first, host)
-        i = int(torch.argmin(host))
-        if host[i].item() < self.best:
+        if all_finite:
+            i = int(torch.argmin(host))
+        elif finite.any():  # argmin would return a nan's index: the best is over finite losses only
+            i = int(torch.argmin(torch.where(finite, host, torch.inf)))
+        else:
+            i = -1
+        if i >= 0 and host[i].item() < self.best:
             self.best, self.best_at = host[i].item(), self.first + i
         self.last = host[-1].item()
-        self.first += self.n
-        self.n = 0
+        self.first += len(host)
 
 
 class DeviceLosses(LossRecorder):
     """On a GPU: a copy into a preallocated device buffer per iteration (no sync, no allocation), and one
     copy to the host per batch."""
 
-    def __init__(self, sink: LossSink, size: int, dtype: torch.dtype, start: Resume, device: torch.device) -> None:
-        super().__init__(sink, size, dtype, start)
+    def __init__(self, sink: LossSink, size: int, dtype: torch.dtype, start: Resume, device: torch.device,
+                 stop_on_nonfinite: bool = False) -> None:
+        super().__init__(sink, size, dtype, start, stop_on_nonfinite)
         self.buf = torch.empty(size, dtype=dtype, device=device)
 
     def record(self, loss: torch.Tensor) -> bool:
@@ -189,16 +220,19 @@ class DeviceLosses(LossRecorder):
 
 class HostLosses(LossRecorder):
     """On the CPU the device is the host and `.item()` is a plain read: it measured 0.5% of a note-sized
-    iteration, against 3% for the copy into a buffer (the copy's dispatch costs more than the read)."""
+    iteration, against 3% for the copy into a buffer (the copy's dispatch costs more than the read). Each value
+    is a Python float here, so a non-finite one is seen at once and flushed: the run stops at that iteration."""
 
-    def __init__(self, sink: LossSink, size: int, dtype: torch.dtype, start: Resume) -> None:
-        super().__init__(sink, size, dtype, start)
+    def __init__(self, sink: LossSink, size: int, dtype: torch.dtype, start: Resume,
+                 stop_on_nonfinite: bool = False) -> None:
+        super().__init__(sink, size, dtype, start, stop_on_nonfinite)
         self.values: list[float] = []
 
     def record(self, loss: torch.Tensor) -> bool:
-        self.values.append(loss.item())  # exact: float32 and bfloat16 losses widen to a Python float
+        value = loss.item()  # exact: float32 and bfloat16 losses widen to a Python float
+        self.values.append(value)
         self.n += 1
-        return self.n == self.size
+        return self.n == self.size or (self.stop and not isfinite(value))
 
     def take(self) -> torch.Tensor:
         host, self.values = torch.tensor(self.values, dtype=self.dtype), []
@@ -214,8 +248,14 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink | None, flush_it
 
     `checkpoint` is handed a Resume every `checkpoint_every` iterations (else every `checkpoint_interval_s`),
     always right after a flush, so the history holds exactly the iterations before it. `should_stop` is
-    asked once per iteration (plain Python, no sync); a reason raises Interrupted, after a flush (unless
+    asked once per iteration (plain Python, no sync); a reason raises Stopped, after a flush (unless
     the lease was lost) and, for a hand-back, a checkpoint.
+
+    A non-finite loss (unless `spec.allow_nonfinite`) raises Stopped("diverged: loss became nan", N) with
+    the history ending at iteration N. On the CPU that is right after iteration N (its update applied, so
+    the weights are those iteration N + 1 would start from); on a GPU it is noticed at the next flush (up
+    to `flush_iterations` or `flush_interval_s` later), whose later losses are dropped, and the weights are
+    those at that flush. Either way `TrainResult.weights_at` says which.
     """
     data = draw(spec, device)
     w1, w2, lr = data.w1, data.w2, spec.lr
@@ -229,14 +269,26 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink | None, flush_it
         w2.requires_grad_()
     # bfloat16 losses widen exactly into float32
     losses = LossRecorder.for_device(sink, min(flush_iterations, spec.iterations),
-                                     torch.float64 if spec.dtype == "float64" else torch.float32, device, start)
+                                     torch.float64 if spec.dtype == "float64" else torch.float32, device, start,
+                                     stop_on_nonfinite=not spec.allow_nonfinite)
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         fast = fast_step(spec, data, w1, w2, device)
         t0 = last_flush = last_ckpt = time.perf_counter()
 
-        def snapshot(t: int) -> Resume:
+        def result(weights_at: int) -> TrainResult:
+            return TrainResult(w1.detach(), w2.detach(), losses.last, losses.best, losses.best_at,
+                               start.seconds + time.perf_counter() - t0, losses.first, weights_at)
+
+        def flush(weights_at: int) -> None:
+            """Hand the batch over; stop here if it held the first non-finite loss."""
             losses.flush()
+            if losses.diverged is not None:
+                at, value = losses.diverged
+                raise Stopped(at, f"diverged: loss became {value}", result(weights_at))
+
+        def snapshot(t: int) -> Resume:
+            flush(t)
             return Resume(t, w1.detach(), w2.detach(), losses.best, losses.best_at, losses.last,
                           start.seconds + time.perf_counter() - t0)
 
@@ -246,8 +298,8 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink | None, flush_it
                 if reason == "handback" and checkpoint is not None:
                     checkpoint(snapshot(t))  # to resume from elsewhere
                 if reason != "lease lost":  # a job taken over is no longer ours to write
-                    losses.flush()
-                raise Interrupted(t, reason)
+                    flush(t)
+                raise Stopped(t, reason, result(t))
             if checkpoint is not None and t > start.iteration:
                 now = time.perf_counter()
                 due = t % checkpoint_every == 0 if checkpoint_every else now - last_ckpt >= checkpoint_interval_s
@@ -272,19 +324,19 @@ def train(spec: TrainSpec, device: torch.device, sink: LossSink | None, flush_it
                 w1 -= lr * dw1
                 w2 -= lr * dw2
 
-            # record the loss on the device; flush a batch to the host now and then
+            # record the loss on the device; flush a batch to the host now and then (and at once on the
+            # CPU when the loss is not finite)
             if sink is None:
                 continue
-            full = losses.record(loss)
+            flush_now = losses.record(loss)
             now = time.perf_counter()
-            if full or t == spec.iterations - 1 or now - last_flush >= flush_interval_s:
-                losses.flush()
+            if flush_now or t == spec.iterations - 1 or now - last_flush >= flush_interval_s:
+                flush(t + 1)
                 last_flush = now
     finally:  # TF32 is process-wide: the next job (an op, say) must not inherit it
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
-    return TrainResult(w1.detach(), w2.detach(), losses.last, losses.best, losses.best_at,
-                       start.seconds + time.perf_counter() - t0)
+    return result(spec.iterations)
 
 
 def fast_step(spec: TrainSpec, data: Data, w1: torch.Tensor, w2: torch.Tensor,

@@ -47,19 +47,38 @@ def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: Worke
                            checkpoint=lambda state: save_checkpoint(ctx, job_id, state),
                            checkpoint_every=spec.checkpoint_every,
                            checkpoint_interval_s=defaults.CHECKPOINT_INTERVAL_S)
-        # bfloat16 widens exactly to float32, which numpy (and so every client) can read
-        weights = {n: (w.float() if w.dtype == torch.bfloat16 else w).cpu().contiguous()
-                   for n, w in (("w1", result.w1), ("w2", result.w2))}
-        blob = save(weights, metadata={"job": job_id, "spec": spec.model_dump_json()})
+        return ending(job_id, spec, device, ctx, result, resume)
+    except mlp.Stopped as e:
+        if e.reason not in KEEPS_NOTHING:  # cancelled, timed out, diverged: it keeps what it made so far
+            e.summary, e.artifacts = ending(job_id, spec, device, ctx, e.result, resume)
+        raise
     finally:
         release_gpu_memory(device, job_id)
+
+
+# A job that stops for these keeps nothing: it is handed back (and resumes), or another worker has it.
+KEEPS_NOTHING = ("handback", "lease lost")
+
+
+def ending(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContext, result: mlp.TrainResult,
+           resume: Checkpoint | None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The summary and the weights artifact of a run that ended, fully or early. `weights_at` says which
+    weights they are: those iteration `weights_at` starts from (the spec's iterations for a full run; the
+    last iteration run for a cancelled, timed-out or diverged one, see mlp.train)."""
+    # bfloat16 widens exactly to float32, which numpy (and so every client) can read
+    weights = {n: (w.float() if w.dtype == torch.bfloat16 else w).cpu().contiguous()
+               for n, w in (("w1", result.w1), ("w2", result.w2))}
+    blob = save(weights, metadata={"job": job_id, "spec": spec.model_dump_json(),
+                                   "weights_at": str(result.weights_at)})
+    found = result.best_iteration >= 0  # no finite loss at all: no best
     summary = {
         "final_loss": result.final_loss,
-        "best_loss": result.best_loss,
-        "best_iteration": result.best_iteration,
-        "iterations": spec.iterations,
+        "best_loss": result.best_loss if found else None,
+        "best_iteration": result.best_iteration if found else None,
+        "iterations": result.recorded,  # iterations in the history: the spec's, unless it stopped early
+        "weights_at": result.weights_at,
         "seconds": round(result.seconds, 6),
-        "iterations_per_s": round(spec.iterations / result.seconds, 2) if result.seconds > 0 else None,
+        "iterations_per_s": round(result.recorded / result.seconds, 2) if result.seconds > 0 else None,
         "resumed_from": resume.state.iteration if resume else None,
         "device": describe_torch_device(device),
         "worker": ctx.node,

@@ -36,9 +36,10 @@ def jobs_or_group(c, job_ids: tuple[str, ...], group_id: str | None) -> list[str
     return list(dict.fromkeys(ids))
 
 
-def print_json(obj: Any) -> None:
-    """Strict JSON: a non-finite number (a diverged loss, a division by zero) is written as null."""
-    click.echo(json.dumps(finite(obj), indent=2, default=str, allow_nan=False))
+def print_json(obj: Any, indent: int | None = 2) -> None:
+    """Strict JSON: a non-finite number (a diverged loss, a division by zero) is written as null. A tensor's
+    data goes on one line (`indent=None`): indented, a 2048x2048 result took 108 MB, one number per line."""
+    click.echo(json.dumps(finite(obj), indent=indent, default=str, allow_nan=False))
 
 
 def finite(obj: Any) -> Any:
@@ -64,20 +65,32 @@ def report_failures(finals: list) -> None:
         sys.exit(EXIT_JOB_FAILED)
 
 
+PROGRESS_QUIET_S = 30.0  # a run slower than a tenth per this long still prints a line this often
+
+
 def progress_printer(job_id: str, spec: dict[str, Any]):
-    """A loss callback printing a line about every tenth of the run (or every 2 s): the plain, pipe-friendly
-    progress of `--wait` and `wait` (`--watch` and `watch` draw bars instead)."""
+    """A loss callback printing a line at each tenth of the run (iterations N/10, 2N/10, ..., N, with that
+    iteration's loss, whatever the batches' sizes), and one every PROGRESS_QUIET_S when a tenth takes
+    longer: the plain, pipe-friendly progress of `--wait` and `wait` (`--watch` and `watch` draw bars).
+    A resumed job's history is re-read from its checkpoint: marks already printed are not printed again."""
+    import numpy as np
+
     from producer import render
 
     total = int(spec.get("iterations") or 0)
-    step = max(1, total // 10)
-    state = {"next": step, "at": time.monotonic()}
+    marks = sorted({round(total * k / 10) for k in range(1, 11)} - {0})  # iterations done, 1-based
+    state = {"next": 0, "printed": 0, "at": time.monotonic()}  # next mark's index, last iteration printed
 
     def on_losses(first: int, values) -> None:
         done = first + len(values)
-        if done >= state["next"] or time.monotonic() - state["at"] > 2 or done == total:
-            click.echo(render.progress_line(job_id, done, total, float(values[-1])))
-            state["next"] = (done // step + 1) * step
-            state["at"] = time.monotonic()
+        while state["next"] < len(marks) and marks[state["next"]] <= done:
+            mark = marks[state["next"]]
+            state["next"] += 1
+            if mark > first and mark > state["printed"]:  # a mark this batch holds (not one re-read)
+                click.echo(render.progress_line(job_id, mark, total, float(values[mark - first - 1])))
+                state["printed"], state["at"] = mark, time.monotonic()
+        if done > state["printed"] and time.monotonic() - state["at"] > PROGRESS_QUIET_S and len(values):
+            click.echo(render.progress_line(job_id, done, total, float(np.asarray(values)[-1])))
+            state["printed"], state["at"] = done, time.monotonic()
 
     return on_losses

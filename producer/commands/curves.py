@@ -32,9 +32,13 @@ def history(job_id: str, fmt: str, every: int, tail: int | None, range_text: str
     """Print a training job's loss history (every iteration, or a slice); or plot it."""
     from producer import history as hist
     from producer import render
+    from shared.errors import BadInput
 
     cut = hist.Slice.parse(range_text, every, tail)
+    check_png(png)
     job = client(broker).job(job_id)
+    if job.status().kind != "train":
+        raise BadInput(f"job {job.id} is an op job; only training jobs have a loss history (try tensorq result)")
     store = job.client.store
     if plot or png:
         curves = {job.id: hist.as_arrays(store, job.id, cut)}
@@ -55,16 +59,32 @@ def compare(job_ids: tuple[str, ...], group_id: str | None, png: Path | None, pl
     """Overlay training jobs' loss curves and tabulate how they ended and how their specs differ."""
     from producer import compare as cmp
     from producer import history as hist
+    from shared.errors import BadInput
 
+    check_png(png)
     c = client(broker)
-    records = [c.job(j).status() for j in jobs_or_group(c, job_ids, group_id)]
-    rows, differing = cmp.table(records)
+    named = list({r.id: r for r in (c.job(j).status() for j in job_ids)}.values())  # each job once
+    ops = [r.id for r in named if r.kind != "train"]
+    if ops:
+        raise BadInput(f"job {ops[0]} is an op job; compare takes training jobs (tensorq status shows an op)")
+    given = {r.id for r in named}
+    records = named + [r for r in c.group(group_id)[1] if r.id not in given] if group_id else named
+    if not records:
+        raise click.UsageError("give job ids, or --group GROUP")
+    skipped = sum(r.kind != "train" for r in records)
+    records = [r for r in records if r.kind == "train"]
+    if skipped:
+        say(f"note: left out {skipped} op job{'s' if skipped > 1 else ''} of the group: compare takes training jobs")
+    if not records:
+        raise BadInput(f"group {group_id} has no training jobs to compare")
+    progress = {r.id: p for r in records if not r.finished and (p := hist.latest(c.store, r.id)) is not None}
+    rows, differing = cmp.table(records, progress)
     if as_json:
         print_json({"jobs": rows, "differing_fields": differing})
     else:
         cmp.render_table(rows, differing)
-    curves = {r.id: hist.as_arrays(c.store, r.id) for r in records if r.kind == "train"}
-    if curves and (png or (plot and not as_json)):
+    if png or (plot and not as_json):
+        curves = {r.id: hist.as_arrays(c.store, r.id) for r in records}
         _draw(curves, "loss", plot and not as_json, png)
 
 
@@ -88,6 +108,14 @@ def watch(job_ids: tuple[str, ...], group_id: str | None, broker: str | None) ->
         if final.state == "succeeded":
             render.summary(final)
     report_failures(finals)
+
+
+def check_png(png: Path | None) -> None:
+    """--png's folder must exist: said in one line before anything is read (as `result -o` does)."""
+    from shared.errors import BadInput
+
+    if png is not None and not png.parent.is_dir():
+        raise BadInput(f"--png: no such folder: {png.parent}")
 
 
 def _draw(curves, title: str, plot: bool, png: Path | None) -> None:

@@ -108,3 +108,15 @@ def test_cuda_graph_with_no_gpu_worker_is_refused_before_enqueue(client, cpu_wor
     with pytest.raises(producer.BadInput, match="--cuda-graph needs a GPU worker"):
         client.submit_train(**{**TINY, "device": "auto"}, cuda_graph=True)
     assert len(client.jobs(limit=100_000)) == before
+
+
+def test_asking_a_job_for_what_its_kind_does_not_make_says_so(client, cpu_worker) -> None:
+    op = client.submit_op("add", 1, 2, device="cpu")
+    op.wait(timeout=60)
+    with pytest.raises(producer.BadInput, match="has no weights: it is of kind op, and only train jobs") as info:
+        op.weights()
+    assert not isinstance(info.value, producer.JobNotFound)
+    long_run = client.submit_train(**{**TINY, "iterations": 200_000})
+    with pytest.raises(TimeoutError, match=r"after 0\.01 s$"):
+        long_run.wait(timeout=0.01)
+    long_run.cancel()  # the session's worker serves other tests

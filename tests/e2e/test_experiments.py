@@ -41,7 +41,9 @@ def test_a_job_file_runs_whole_as_one_group(tq, cpu_worker, tmp_path) -> None:
     done = tq("submit", "-f", str(path), "--wait", "--json")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert set(out) == {"group", "ids"} and len(out["ids"]) == 3
+    # with --wait the final status objects are added (keys are only ever added to the contract)
+    assert set(out) == {"group", "ids", "jobs"} and len(out["ids"]) == 3
+    assert [j["id"] for j in out["jobs"]] == out["ids"] and {j["state"] for j in out["jobs"]} == {"succeeded"}
     group = json.loads(tq("group", out["group"], "--json").stdout)
     assert [j["id"] for j in group["jobs"]] == out["ids"] and group["counts"] == {"succeeded": 3}
     assert group["jobs"][1]["priority"] == "high" and group["jobs"][1]["queue"] == "cpu.high"

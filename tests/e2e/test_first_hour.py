@@ -77,3 +77,19 @@ def test_a_queued_jobs_place_counts_the_higher_levels_ahead_of_it(client) -> Non
     assert queue_position(client.store, "posq.low", "low-job", "low") == 6
     assert queue_position(client.store, "posq", "not-there") is None
     r.delete("posq.high", "posq", "posq.low")
+
+
+def test_results_and_weights_as_pt_files(tq, cpu_worker, tmp_path) -> None:
+    """Given `-o x.pt`, Then torch.load(weights_only=True) reads the op's result, and a training job's weights
+    as a dict {"w1", "w2"} equal to its safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    op = json.loads(tq("submit", "op", "add", "[1., 2.]", "1", "--device", "cpu", "--wait", "--json").stdout)["id"]
+    assert tq("result", op, "-o", str(tmp_path / "r.pt")).returncode == 0
+    assert torch.load(tmp_path / "r.pt", weights_only=True).tolist() == [2.0, 3.0]
+    run = json.loads(tq("submit", "train", *TINY, "--iterations", "10", "--wait", "--json").stdout)["id"]
+    assert tq("result", run, "-o", str(tmp_path / "w.pt")).returncode == 0
+    assert tq("result", run, "-o", str(tmp_path / "w.safetensors")).returncode == 0
+    pt, st = torch.load(tmp_path / "w.pt", weights_only=True), load_file(tmp_path / "w.safetensors")
+    assert set(pt) == {"w1", "w2"} and all(torch.equal(pt[k], st[k]) for k in pt)
