@@ -45,7 +45,7 @@ def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any
         return {"skipped": "running elsewhere"}
     if outcome != "ok":
         log.warning("job %s is already %s; dropping the redelivered message", job_id, outcome)
-        return {"skipped": f"already {outcome}"}
+        return already_ended(job_id, outcome)
     ctx.start_job(job_id, holder)
     try:  # a broker outage stops the attempt's writes; it goes on from its checkpoint while the lease is ours
         summary, artifacts = outages.through_outages(ctx, job_id, holder, lambda: execute(job_id, spec, device, ctx),
@@ -77,8 +77,17 @@ def run_op(ctx: context.WorkerContext, job_id: str, spec: TensorOpSpec, device: 
     outcome = ctx.store.finish_op(job_id, ctx.node, str(device), started, summary, artifacts["result"])
     if outcome != "ok":
         log.warning("job %s was already %s; its result is dropped", job_id, outcome)
-        return {"skipped": f"already {outcome}"}
+        return already_ended(job_id, outcome)
     return op_outcome(summary)
+
+
+def already_ended(job_id: str, state: str) -> dict[str, Any]:
+    """The task's ending for a message whose job had ended: a job cancelled while queued shows in Flower as
+    revoked, as one cancelled while running does (not as a success with {'skipped': ...})."""
+    if state == JobState.CANCELLED.value:
+        announce_revoked(job_id)
+        raise Ignore()
+    return {"skipped": f"already {state}"}
 
 
 def op_outcome(summary: dict[str, Any]) -> str:

@@ -37,3 +37,15 @@ def test_a_failed_job_still_shows_as_a_failure(flower, tq) -> None:
     job = json.loads(done.stdout)
     task = task_in_state(flower, job["id"], "FAILURE")
     assert "diverged: loss became nan at iteration 2" in task["exception"]
+
+
+def test_a_job_cancelled_while_queued_shows_as_revoked_when_its_message_comes_up(flower, tq, client) -> None:
+    """Given a job queued behind a running one and cancelled there, when the worker takes its message, then
+    Flower shows it REVOKED (not SUCCESS with {'skipped': 'already cancelled'})."""
+    running = json.loads(tq("submit", "train", *LONG, "--json").stdout)
+    wait_until(lambda: len(client.job(running["id"]).losses()) > 0, 60, "losses")
+    queued = json.loads(tq("submit", "op", "add", "1", "2", "--device", "cpu", "--json").stdout)
+    assert tq("cancel", queued["id"]).returncode == 0
+    assert tq("cancel", running["id"]).returncode == 0
+    task = task_in_state(flower, queued["id"], "REVOKED")
+    assert not task.get("exception") and not task.get("traceback") and not task.get("result"), task
