@@ -44,6 +44,11 @@ class Keys:
         """Sorted set: every job id, scored by submit time."""
         return f"{self.prefix}jobs"
 
+    @property
+    def indexed(self) -> str:
+        """String: set once every job written before the (kind, state) indexes existed is in them."""
+        return f"{self.prefix}jobs:indexed"
+
     def state_index(self, kind: str, state: str) -> str:
         """Sorted set: ids of the jobs of one kind in one state, scored by submit time (`list` filters, the
         exporter's counts); kept by the same script or transaction that changes the job's state."""

@@ -93,6 +93,19 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
+# Put jobs written before the (kind, state) indexes existed into them, a page at a time; atomic per page, so
+# a state change either comes before (and is read here) or after (and moves the entry this wrote).
+# KEYS: none (keys from the prefix, as shared/stats.py builds them); ARGV: prefix, then the ids.
+_INDEX_PAGE = """
+for i = 2, #ARGV do
+  local f = redis.call('HMGET', ARGV[1] .. 'job:' .. ARGV[i], 'kind', 'state', 'submitted_at')
+  if f[1] and f[2] then
+    redis.call('ZADD', ARGV[1] .. 'jobs:' .. f[1] .. ':' .. f[2], tonumber(f[3]) or 0, ARGV[i])
+  end
+end
+return #ARGV - 1
+"""
+INDEX_PAGE_IDS = 1_000
 # Release a lease only while we hold it.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -189,6 +202,8 @@ class JobStore:
         self._set_if_holder = client.register_script(_SET_IF_HOLDER)
         self._release = client.register_script(_RELEASE)
         self._account = client.register_script(stats.ACCOUNT)
+        self._index_page = client.register_script(_INDEX_PAGE)
+        self._indexed = False  # known to hold every job in its (kind, state) index
 
     # --- job records -------------------------------------------------------------------------------
 
@@ -401,6 +416,7 @@ class JobStore:
         """Newest first, optionally only one state / kind / group / submitted at or after `since` (epoch
         seconds), combined. Answered from indexes, never a scan: the (kind, state) indexes the filters name
         (or every job's), each read only `limit` deep and merged; with `group`, the group's own list."""
+        self.ensure_indexed()
         self.sweep_expired()
         if group is not None:
             return self._list_group(group, state, kind, since, limit)
@@ -471,8 +487,25 @@ class JobStore:
             p.execute()
         return len(gone)
 
+    def ensure_indexed(self) -> None:
+        """A store written before the (kind, state) indexes existed gets them, once: every job is read a page
+        at a time into its index (O(jobs), one time), then a marker says it is done. After that, one GET per
+        process."""
+        if self._indexed:
+            return
+        if self.redis.exists(self.keys.indexed):
+            self._indexed = True
+            return
+        start = 0
+        while ids := [m.decode() for m in self.redis.zrange(self.keys.jobs, start, start + INDEX_PAGE_IDS - 1)]:
+            self._index_page(keys=[], args=[self.keys.prefix, *ids])
+            start += len(ids)
+        self.redis.set(self.keys.indexed, repr(time.time()))
+        self._indexed = True
+
     def counts(self) -> dict[tuple[str, str], int]:
         """Jobs per (kind, state), from the indexes: one round trip of ZCARDs, whatever the store holds."""
+        self.ensure_indexed()
         pairs = [(k.value, s.value) for k in Kind for s in JobState]
         with self.redis.pipeline(transaction=False) as p:
             for kind, state in pairs:

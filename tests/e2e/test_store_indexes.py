@@ -175,3 +175,27 @@ def test_the_cli_lists_a_group_by_state(tmp_path: Path):
         assert missing.returncode == 2 and missing.stderr.strip() == "error: no group 'nosuch'"
     finally:
         stop_process(server.proc)
+
+
+def test_a_store_written_before_the_indexes_gets_them_once(redis_client, tmp_path: Path):
+    """
+    Given records written the way tensorq wrote them before the (kind, state) indexes (record + `jobs` only)
+    When a new store lists or counts them
+    Then every one is found by its filters and counted, and the build is not repeated
+    """
+    r, keys = redis_client, Keys()
+    old = [(f"{i:016x}", "train" if i % 3 else "op", ["succeeded", "failed", "queued"][i % 3]) for i in range(2_500)]
+    with r.pipeline(transaction=False) as p:
+        for n, (job_id, kind, state) in enumerate(old):
+            p.hset(keys.job(job_id), mapping={"kind": kind, "state": state, "queue": "cpu", "spec": "{}",
+                                              "submitted_at": repr(1_000.0 + n)})
+            p.zadd(keys.jobs, {job_id: 1_000.0 + n})
+        p.execute()
+    store = JobStore(r, keys, tmp_path)
+    expected = Counter((kind, state) for _, kind, state in old)
+    assert {k: v for k, v in store.counts().items() if v} == dict(expected)
+    assert [j.id for j in store.list("failed", 5, "train")] == [j for j, k, s in old if (k, s) == ("train", "failed")][
+        ::-1][:5]
+    assert r.exists(keys.indexed)
+    r.delete(keys.state_index("train", "failed"))  # were it built again, this would come back
+    assert JobStore(r, keys, tmp_path).list("failed", 5, "train") == []
