@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# `../shared`, `parent / "shared"`, `parents[1] / "shared"`: the ways code names the folder beside the repo
+# a relative path up one level into the team folder, or pathlib's parent(s) joined with its name: the ways
+# code names the folder beside the repository
 TEAM_FOLDER = re.compile(r"\.\./shared\b|parents?(?:\[\d\])?\s*/\s*['\"]shared['\"]")
 
 
