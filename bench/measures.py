@@ -71,6 +71,7 @@ def tiny_ops(stack: Stack, client, n: int, rounds: int) -> list[Result]:
     """Tiny op jobs per second, submit to result in hand, one worker process each."""
     _handwritten_ops(20)
     _tensorq_ops(client, 20)
+    _tensorq_map(client, 20)  # gather hands back torch tensors: torch's import is paid once, here
     hand, ours, batched = [], [], []
     for _ in range(rounds):  # interleaved, so drift in the machine's speed hits both alike
         hand.append(_rate(_handwritten_ops, n))

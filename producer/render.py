@@ -3,6 +3,7 @@ history's by `history` below)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -20,8 +21,10 @@ PIPE_WIDTH = 160
 STATE_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "magenta"}
 
 
+@functools.cache
 def console():
-    """Rich's console; piped output gets 160 columns (not rich's 80), so tables are not cut for scripts."""
+    """Rich's console, one per process (a group's --wait prints a line per job); piped output gets 160 columns
+    (not rich's 80), so tables are not cut for scripts."""
     from rich.console import Console
 
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH

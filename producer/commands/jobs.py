@@ -28,16 +28,19 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 @broker_option
 def status(job_id: str, as_json: bool, broker: str | None) -> None:
     """Show a job's state, worker, device, error and summary."""
-    job = client(broker).job(job_id)
-    record = job.status()
+    store = client(broker).store
+    record = store.require(job_id)  # one round trip (an id prefix resolves here too)
     if as_json:
         print_json(record.to_status())
-    else:
-        from producer import render
-        from producer.history import latest
+        return
+    from producer import render
 
-        running = record.kind == "train" and record.state == "running"
-        render.status(record, latest(job.client.store, job.id) if running else None)
+    progress = None
+    if record.kind == "train" and record.state == "running":
+        from producer.history import latest  # numpy: only for a running job's progress line
+
+        progress = latest(store, record.id)
+    render.status(record, progress)
 
 
 class Since(click.ParamType):

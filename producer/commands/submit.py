@@ -207,7 +207,8 @@ def _after_group(c, group_id: str, jobs: list, wait: bool, watch: bool, as_json:
         finals = c.wait_all(jobs)
     if as_json:
         ended = {"jobs": [f.to_status() for f in finals]} if wait or watch else {}  # keys are only added
-        print_json({"group": group_id, "ids": [j.id for j in jobs], **ended})
+        # a group may hold thousands of jobs: its status objects one line each, not indented
+        print_json({"group": group_id, "ids": [j.id for j in jobs], **ended}, indent=None if ended else 2)
     else:
         if wait and not watch:
             from producer import render
