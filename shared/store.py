@@ -5,12 +5,13 @@ It is the one source of truth for what users see; Celery's own bookkeeping is no
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,7 +149,7 @@ class JobRecord:
         """The `status --json` object (a scripting contract: keys are only ever added). Shallow: every field
         is a fresh value of this record (dataclasses.asdict's deep copy was most of `--wait --json` for a
         600-op group)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_hash(cls, job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
