@@ -16,7 +16,8 @@ import torch
 
 from bench.stack import free_port
 from shared.specs import TrainSpec
-from worker import mlp
+from worker import network
+from worker.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.device("cuda")
@@ -37,11 +38,11 @@ def note_loop(spec: TrainSpec, item: bool) -> None:
     from tests.note_loop import note_loop as loop
 
     loop(spec.seed, spec.batch_size, spec.input_size, spec.hidden_size, spec.output_size, spec.lr, spec.iterations,
-         "cuda", mlp.DTYPES[spec.dtype], item)
+         "cuda", network.DTYPES[spec.dtype], item)
 
 
 def tensorq_loop(spec: TrainSpec) -> None:
-    mlp.train(spec, CUDA, lambda first, losses: None)  # every loss recorded and handed over, as in a job
+    train(spec, CUDA, lambda name, first, step, values: None)  # every loss recorded and handed over, as in a job
 
 
 def flops_per_iteration(s: TrainSpec) -> float:

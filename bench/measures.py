@@ -138,11 +138,11 @@ def _loop(iterations: int, record: bool):
     import torch
 
     from shared.specs import TrainSpec
-    from worker import mlp
+    from worker import loop
 
     spec, cpu = TrainSpec(iterations=iterations, seed=0), torch.device("cpu")
-    sink = (lambda first, losses: None) if record else None
-    return lambda: mlp.train(spec, cpu, sink=sink)
+    sink = (lambda name, first, step, values: None) if record else None
+    return lambda: loop.train(spec, cpu, sink=sink)
 
 
 def paired(name: str, ours: list[float], theirs: list[float], goal: float, what: str) -> Result:

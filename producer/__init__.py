@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from shared.errors import BadInput, BrokerUnreachable, JobFailed, JobNotFound, TensorqError
 
 if TYPE_CHECKING:
-    from producer.client import Client, Job, UnservedQueueWarning
+    from producer.client import Client, UnservedQueueWarning
+    from producer.job import Job
 
 __all__ = ["BadInput", "BrokerUnreachable", "Client", "Job", "JobFailed", "JobNotFound", "TensorqError",
            "UnservedQueueWarning"]
@@ -23,7 +24,7 @@ _LAZY = ("Client", "Job", "UnservedQueueWarning")
 def __getattr__(name: str) -> object:
     # Lazy, so `tensorq --help` does not pay for redis and numpy.
     if name in _LAZY:
-        from producer import client
+        from producer import client, job
 
-        return getattr(client, name)
+        return getattr(job if name == "Job" else client, name)
     raise AttributeError(name)

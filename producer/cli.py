@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -42,10 +43,11 @@ class TensorqGroup(click.Group):
                 raise
             _fail(f"internal error: {type(e).__name__}: {e} (set TENSORQ_DEBUG=1 for the traceback)", 1)
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = False, **extra: Any) -> Any:
         """Click's usage errors, in one line too (Click prints three: usage, a hint, the error)."""
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         except click.ClickException as e:
             _fail(e.format_message(), e.exit_code)
         except click.exceptions.Abort:

@@ -9,50 +9,50 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared import defaults
+from producer.job import Job, as_tensor
+from shared import defaults, kinds
 from shared import settings as settings_mod
-from shared.errors import BadInput, BrokerUnreachable, JobNotFound, TensorqError
+from shared.errors import BadInput, BrokerUnreachable, JobNotFound
 from shared.keys import Keys
-from shared.protocol import JobState, Kind, Priority, Queue, check_queue_name, queue_for
+from shared.protocol import Queue, check_queue_name, queue_for
 from shared.redis_conn import connect, failure_message
 from shared.registry import NodeRegistry, served_queues
 from shared.settings import Settings
 from shared.store import JobRecord, JobStore
+from shared.vocab import Device, JobState, Kind, Priority
 
 if TYPE_CHECKING:
-    import numpy as np
 
     from shared.groups import GroupRecord
     from shared.sweeps import Planned
-
-# wait(on_losses=f) calls f(first_iteration, losses) for each batch as it arrives: `losses` is a numpy float64
-# array holding the losses of iterations first_iteration, first_iteration + 1, ...
-LossCallback = Callable[[int, "np.ndarray"], None]
-
-
-# Which kind of job makes each artifact, so asking the wrong kind says so.
-ARTIFACT_KIND = {"result": Kind.OP.value, "weights": Kind.TRAIN.value}
-
 
 class UnservedQueueWarning(UserWarning):
     """Warned when a job is sent to a queue no live worker consumes: it waits there until one does."""
 
 
-def as_tensor(array: np.ndarray) -> Any:
-    """What the client hands back for a tensor: a torch tensor when torch is installed, else the numpy array."""
-    try:
-        import torch
-    except ImportError:
-        return array
-    return torch.from_numpy(array)
+OPS = kinds.KINDS[Kind.OP]
+# The queue a device names outright; `auto` is routed by the fleet (Client.route).
+FIXED_QUEUES = {Device.CUDA: Queue.GPU, Device.CPU: Queue.CPU}
+
+
+def checked_queue(queue: str | None) -> str | None:
+    return None if queue is None else check_queue_name(queue)
+
+
+def checked_priority(priority: str) -> str:
+    """Every submit path checks it: a priority no worker reads would leave its jobs waiting forever."""
+    if priority not in Priority.values():
+        raise BadInput(f"--priority: must be {', '.join(Priority.values())} (got {priority!r})")
+    return priority
 
 
 def new_job_id() -> str:
@@ -67,7 +67,7 @@ class Client:
     def __init__(self, broker: str | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or settings_mod.resolve(broker)
         self._store: JobStore | None = None
-        self._celery = None
+        self._celery: Any = None
         self._served: tuple[float, set[str]] | None = None  # (when read, queues live workers consume)
 
     @property
@@ -84,8 +84,8 @@ class Client:
 
     # --- submitting ----------------------------------------------------------------------------------
 
-    def submit_op(self, op: str, a: Any, b: Any, device: str = "auto", seed: int | None = None,
-                  dtype: str | None = None, queue: str | None = None, priority: str = "normal") -> Job:
+    def submit_op(self, op: str, a: Any, b: Any, device: str = Device.AUTO.value, seed: int | None = None,
+                  dtype: str | None = None, queue: str | None = None, priority: str = Priority.NORMAL.value) -> Job:
         """`op(a, b)`; a and b: nested lists, numpy arrays, torch tensors, or the CLI's operand strings."""
         from producer.inputs import operand
         from shared.specs import seed_randn
@@ -94,21 +94,21 @@ class Client:
                 "device": device, "dtype": dtype, "seed": seed}
         return self.submit(seed_randn(spec), queue, priority)
 
-    def map_op(self, op: str, pairs: Any, device: str = "auto", dtype: str | None = None,
-               seed: int | None = None, queue: str | None = None, priority: str = "normal") -> list[Job]:
+    def map_op(self, op: str, pairs: Any, device: str = Device.AUTO.value, dtype: str | None = None,
+               seed: int | None = None, queue: str | None = None, priority: str = Priority.NORMAL.value) -> list[Job]:
         """`op(a, b)` for every (a, b) in `pairs`: each its own job (state, result), but sent many to a message,
         so tiny ops cost a fraction of a message each."""
         specs = [{"op": op, "a": a, "b": b, "device": device, "dtype": dtype, "seed": seed} for a, b in pairs]
         return self.submit_ops(specs, queue, priority)[1]
 
-    def submit_ops(self, ops: list[dict[str, Any]], queue: str | None = None, priority: str = "normal",
+    def submit_ops(self, ops: list[dict[str, Any]], queue: str | None = None, priority: str = Priority.NORMAL.value,
                    base_dir: Path | None = None) -> tuple[str, list[Job]]:
         """Op jobs given as dicts (op, a, b, and optionally seed, dtype, device), batched into few messages
         under one group; all are validated before any is sent."""
         from producer.inputs import file_operand
         from shared.dispatch import send_batch
         from shared.groups import GroupStore
-        from shared.specs import parse_spec, seed_randn
+        from shared.specs import TensorOpSpec, parse_spec, seed_randn
 
         if not ops:
             raise BadInput("no ops to submit")
@@ -117,37 +117,31 @@ class Client:
             if not isinstance(item, dict):
                 raise BadInput(f"op {k}: expected an object with op, a and b")
             spec = {"kind": Kind.OP.value, **item}
-            for name in ("a", "b"):
+            for name in OPS.operands:
                 if name in spec:
                     spec[name] = file_operand(spec[name], f"op {k}: {name.upper()}", base_dir or Path.cwd(),
                                               spec.get("dtype"))
             try:
-                specs.append(parse_spec(seed_randn(spec)))
+                parsed = parse_spec(seed_randn(spec))
             except BadInput as e:
                 raise BadInput(f"op {k}: {e}") from None
-        if queue is not None:
-            check_queue_name(queue)
+            if not isinstance(parsed, TensorOpSpec):  # a batch message carries op jobs only
+                raise BadInput(f"op {k}: kind: must be {Kind.OP.value!r} here (got {parsed.kind.value!r})")
+            specs.append(parsed)
         devices = {s.device for s in specs}
         if len(devices) > 1:
             raise BadInput(f"one batch runs on one device; these ops ask for {', '.join(sorted(devices))}")
-        target = queue_for(queue or self.route(devices.pop()), priority)
+        target = queue_for(checked_queue(queue) or self.route(devices.pop()), checked_priority(priority))
         group_id = new_group_id()
         jobs = [(new_job_id(), spec) for spec in specs]
         ids = [job_id for job_id, _ in jobs]
         self.store.create_many([(job_id, Kind.OP.value, spec.model_dump(mode="json"), target,
                                  {"priority": priority, "group": group_id}) for job_id, spec in jobs])
         groups = GroupStore(self.store.redis, self.store.keys)
-        for k in range(0, len(jobs), defaults.BATCH_MAX_OPS):
-            try:
-                send_batch(self.celery, f"{group_id}-{k // defaults.BATCH_MAX_OPS}", jobs[k:k + defaults.BATCH_MAX_OPS],
-                           target)
-            except Exception as e:  # the ops not sent are forgotten; those sent run, as a group
-                self.store.delete(*ids[k:])
-                if k:
-                    groups.create(group_id, ids[:k], [], "batch")
-                gone = f" after sending {k} of {len(ids)} ops (group {group_id})" if k else ""
-                raise BrokerUnreachable(f"{failure_message(self.settings, e, self.store.redis)}{gone}") from e
-        groups.create(group_id, ids, [], "batch")
+        step = defaults.BATCH_MAX_OPS
+        messages = [(ids[k:k + step], functools.partial(send_batch, self.celery, f"{group_id}-{k // step}",
+                                                        jobs[k:k + step], target)) for k in range(0, len(jobs), step)]
+        self._send(messages, group_id, on_sent=lambda sent: groups.create(group_id, sent, [], "batch"))
         self._warn_unserved({target})
         return group_id, [Job(self, job_id) for job_id in ids]
 
@@ -167,12 +161,13 @@ class Client:
         cursor = store.finished_cursor()
         while True:
             records = store.get_many(ids)
-            missing = [job_id for job_id, r in zip(ids, records, strict=True) if r is None]
-            if missing:
-                raise JobNotFound(f"no job {missing[0]!r}")
-            waiting = sum(not r.finished for r in records)
+            found = [r for r in records if r is not None]
+            if len(found) < len(ids):
+                missing = next(job_id for job_id, r in zip(ids, records, strict=True) if r is None)
+                raise JobNotFound(f"no job {missing!r}")
+            waiting = sum(not r.finished for r in found)
             if not waiting:
-                return records
+                return found
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{waiting} of {len(ids)} jobs still unfinished after {timeout:g} s")
             _, ended = store.wait_events({}, cursor, defaults.WAIT_BLOCK_MS)
@@ -187,10 +182,12 @@ class Client:
         for r in self.wait_all(jobs, timeout):
             if r.state != JobState.SUCCEEDED.value:
                 raise JobFailed(f"job {r.id} {r.state}: {r.error or 'no reason recorded'}")
-        blobs = self.store.get_artifacts([j.id for j in jobs], "result")
-        return [as_tensor(load_safetensors(blob)["result"]) for blob in blobs]
+        blobs = self.store.blobs.get_artifacts([j.id for j in jobs], OPS.result)
+        # a result gone since (expired, deleted): the job's own reader says why, in one line
+        return [as_tensor(load_safetensors(blob)[OPS.result]) if blob is not None else job.result()
+                for job, blob in zip(jobs, blobs, strict=True)]
 
-    def submit_train(self, queue: str | None = None, priority: str = "normal", **options: Any) -> Job:
+    def submit_train(self, queue: str | None = None, priority: str = Priority.NORMAL.value, **options: Any) -> Job:
         """A training job; options are the CLI flags as keyword arguments (hidden_size=100, lr=1e-6, ...; a
         flag's own spelling, `**{"hidden-size": 100}`, works too)."""
         from shared.sweeps import field_name
@@ -198,7 +195,7 @@ class Client:
         return self.submit({"kind": Kind.TRAIN.value, **{field_name(k): v for k, v in options.items()}}, queue,
                            priority)
 
-    def submit(self, spec: dict[str, Any], queue: str | None = None, priority: str = "normal") -> Job:
+    def submit(self, spec: dict[str, Any], queue: str | None = None, priority: str = Priority.NORMAL.value) -> Job:
         """Validate `spec` whole, record the job `queued`, and send its task by name to a queue: `queue` when
         given (a node group started with `tensorq worker --queue NAME`), else the one for the job's device;
         at `priority` high, normal or low."""
@@ -208,7 +205,7 @@ class Client:
         return self._enqueue([Planned(parse_spec(spec), priority, queue)])[0]
 
     def sweep(self, spec: dict[str, Any], sweep: dict[str, list[Any]], seeds: int | None = None,
-              queue: str | None = None, priority: str = "normal") -> tuple[str, list[Job]]:
+              queue: str | None = None, priority: str = Priority.NORMAL.value) -> tuple[str, list[Job]]:
         """The grid of `spec` over `sweep` (field -> values), times `seeds` seeds: one group of jobs.
         `spec` is a training job's unless it says `"kind": "op"`. Returns (group id, the jobs)."""
         from shared.sweeps import expand
@@ -245,7 +242,7 @@ class Client:
             parsed = parse_spec(spec)
         except BadInput as e:
             raise BadInput(f"--set: {e}") from None
-        base = original.queue.rsplit(".", 1)[0] if original.priority != "normal" else original.queue
+        base = original.queue.rsplit(".", 1)[0] if original.priority != Priority.NORMAL else original.queue
         return self._enqueue([Planned(parsed, original.priority, base)], rerun_of=original.id)[0]
 
     def _enqueue(self, planned: list[Planned], group: str | None = None, rerun_of: str | None = None,
@@ -256,38 +253,47 @@ class Client:
         from shared.dispatch import send_job
 
         for p in planned:
-            if p.queue is not None:
-                check_queue_name(p.queue)
-            if p.priority not in {x.value for x in Priority}:
-                raise BadInput(f"--priority: must be high, normal or low (got {p.priority!r})")
+            checked_queue(p.queue)
+            checked_priority(p.priority)
         store = self.store
         gpu_alive = None
         routed = []
         for p in planned:
-            if p.queue is None and p.spec.device == "auto" and gpu_alive is None:
+            if p.queue is None and p.spec.device == Device.AUTO and gpu_alive is None:
                 gpu_alive = self.registry.serves(Queue.GPU.value)  # asked once per submit, not per job
             base = p.queue or self.route(p.spec.device, gpu_alive)
             if getattr(p.spec, "cuda_graph", False) and base == Queue.CPU.value:
                 raise BadInput("--cuda-graph needs a GPU worker, and none is alive: the job would fail on a CPU "
                                "worker (use --device cuda to queue it until a GPU worker starts)")
             routed.append((new_job_id(), p, queue_for(base, p.priority)))
-        store.create_many([(job_id, p.spec.kind, p.spec.model_dump(mode="json"), queue,
+        store.create_many([(job_id, p.spec.kind.value, p.spec.model_dump(mode="json"), queue,
                             {"priority": p.priority, "group": group, "rerun_of": rerun_of})
                            for job_id, p, queue in routed])
-        for k, (job_id, p, queue) in enumerate(routed):
-            try:
-                send_job(self.celery, job_id, p.spec, queue)
-            except Exception as e:  # any failure to publish: forget what was not sent
-                store.delete(*(unsent for unsent, _, _ in routed[k:]))
-                sent = [job_id for job_id, _, _ in routed[:k]]
-                if on_sent is not None and sent:
-                    on_sent(sent)
-                gone = f" after sending {k} of {len(routed)} jobs" + (f" (group {group})" if group else "") if k else ""
-                raise BrokerUnreachable(f"{failure_message(self.settings, e, self.store.redis)}{gone}") from e
-        if on_sent is not None:
-            on_sent([job_id for job_id, _, _ in routed])
+        self._send([([job_id], functools.partial(send_job, self.celery, job_id, p.spec, queue))
+                    for job_id, p, queue in routed], group, on_sent)
         self._warn_unserved({queue for _, _, queue in routed})
         return [Job(self, job_id) for job_id, _, _ in routed]
+
+    def _send(self, messages: Sequence[tuple[list[str], Callable[[], object]]], group: str | None,
+              on_sent: Callable[[list[str]], None] | None = None) -> None:
+        """Send each message (the ids of the jobs it carries, a call that publishes it), then `on_sent(ids)`.
+        The one way every job leaves: if the broker fails midway, the records of the jobs not sent are
+        deleted, `on_sent` still gets the ids that were sent (they run), and the error says how many went."""
+        total = sum(len(ids) for ids, _ in messages)
+        sent: list[str] = []
+        for k, (ids, publish) in enumerate(messages):
+            try:
+                publish()
+            except Exception as e:  # any failure to publish: forget what was not sent
+                self.store.delete(*(job_id for unsent, _ in messages[k:] for job_id in unsent))
+                if on_sent is not None and sent:
+                    on_sent(sent)
+                gone = f" after sending {len(sent)} of {total} jobs" + (f" (group {group})" if group else "") \
+                    if sent else ""
+                raise BrokerUnreachable(f"{failure_message(self.settings, e, self.store.redis)}{gone}") from e
+            sent.extend(ids)
+        if on_sent is not None:
+            on_sent(sent)
 
     def _warn_unserved(self, queues: set[str]) -> None:
         """An UnservedQueueWarning for each queue no live worker consumes (the jobs wait there). The fleet is
@@ -301,16 +307,14 @@ class Client:
 
     def route(self, device: str, gpu_alive: bool | None = None) -> str:
         """The queue for a device: cuda -> gpu; cpu -> cpu; auto -> gpu when a GPU worker is alive, else cpu."""
-        if device == "cuda":
-            return Queue.GPU.value
-        if device == "cpu":
-            return Queue.CPU.value
+        if device in FIXED_QUEUES:
+            return FIXED_QUEUES[Device(device)].value
         if gpu_alive is None:
             gpu_alive = self.registry.serves(Queue.GPU.value)
         return Queue.GPU.value if gpu_alive else Queue.CPU.value
 
     @property
-    def celery(self):
+    def celery(self) -> Any:  # a Celery app (celery ships no types)
         if self._celery is None:
             from shared.celery_app import make_celery
 
@@ -342,104 +346,3 @@ class Client:
             raise BadInput(f"unknown kind {kind!r}")
         return self.store.list(state, limit, kind, None if since is None else durations.since(since), group)
 
-
-class Job:
-    """A thin handle on one job; every call reads the store afresh."""
-
-    def __init__(self, client: Client, job_id: str) -> None:
-        self.client = client
-        self.id = job_id
-
-    def __repr__(self) -> str:
-        return f"Job({self.id!r})"
-
-    def status(self) -> JobRecord:
-        return self.client.store.require(self.id)
-
-    def wait(self, timeout: float | None = None, on_losses: LossCallback | None = None) -> JobRecord:
-        """Block until the job ends (TimeoutError after `timeout` s); `on_losses` sees each loss batch."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        follow = self._follow(deadline, timeout, losses=on_losses is not None)
-        while True:
-            try:
-                batch = next(follow)
-            except StopIteration as end:
-                return end.value
-            if on_losses is not None:
-                on_losses(*batch)
-
-    def _follow(self, deadline: float | None, timeout: float | None = None, losses: bool = True
-                ) -> Generator[tuple[int, np.ndarray], None, JobRecord]:
-        """Loss batches as they arrive, then the final record: blocking reads of the job's loss stream and of
-        the stream of ended jobs, so a waiter wakes the moment its job ends (no polling)."""
-        store, after = self.client.store, "0-0"
-        record = self.status()
-        if not record.finished:
-            cursor = store.finished_cursor()
-            record = self.status()  # again, now that no ending after the cursor can be missed
-        while not record.finished:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.id} is still {record.state} after {timeout:g} s")
-            follow = losses and record.kind == Kind.TRAIN.value  # nobody reads them: do not move them
-            batches, ended = store.wait_events({self.id: after} if follow else {}, cursor, defaults.WAIT_BLOCK_MS)
-            for _, entry_id, first, values in batches:
-                after = entry_id
-                yield first, values
-            if ended:
-                cursor = ended[-1][0]
-            if not batches or any(job_id == self.id for _, job_id in ended):
-                record = self.status()
-        if losses and record.kind == Kind.TRAIN.value:  # whatever arrived since the last read
-            yield from ((first, values) for _, first, values in store.loss_chunks(self.id, after))
-        return record
-
-    def cancel(self, wait_s: float = 10.0) -> JobRecord:
-        """Cancel: a queued job never starts; a running one stops at its next iteration, keeps its partial
-        history and ends `cancelled` (waited for up to `wait_s`). A job that had ended stays as it was."""
-        return self.client.cancel([self], wait_s)[0]
-
-    def losses(self) -> list[float]:
-        return self.client.store.losses(self.id).tolist()
-
-    def result(self) -> Any:
-        """An op job's result: a torch tensor when torch is installed, else a numpy array."""
-        return as_tensor(self.result_array())
-
-    def result_array(self) -> np.ndarray:
-        """An op job's result as a numpy array (never imports torch)."""
-        from shared.tensors import load_safetensors
-
-        return load_safetensors(self._artifact("result"))["result"]
-
-    def watch(self, console: Any = None) -> JobRecord:
-        """Draw a live progress bar until the job ends (Ctrl-C stops watching, not the job)."""
-        from producer.watch import watch
-
-        return watch(self.client.store, [self.id], console)[0]
-
-    def weights(self) -> dict[str, Any]:
-        """A training job's weights {"w1", "w2"} (a bfloat16 job's are widened, exactly, to float32), as
-        `result()`: torch tensors when torch is installed, else numpy arrays. A cancelled, timed-out or
-        diverged job keeps those of its last iteration: `status().summary["weights_at"]` says which."""
-        from shared.tensors import load_safetensors
-
-        return {name: as_tensor(w) for name, w in load_safetensors(self._artifact("weights")).items()}
-
-    def artifact_bytes(self, name: str) -> bytes:
-        return self._artifact(name)
-
-    def _artifact(self, name: str) -> bytes:
-        blob = self.client.store.get_artifact(self.id, name)
-        if blob is None:  # only now is the record worth reading, to say why
-            record = self.status()
-            why = f" ({record.error})" if record.error else ""
-            made_by = ARTIFACT_KIND.get(name)
-            if made_by is not None and record.kind != made_by:
-                raise BadInput(f"job {self.id} has no {name}: it is of kind {record.kind}, and only {made_by} jobs "
-                               f"make {name} (it has: {', '.join(record.artifacts) or 'nothing'})")
-            if not record.finished:
-                raise TensorqError(f"job {self.id} is {record.state}; it has no {name} yet{why}")
-            if record.state != JobState.SUCCEEDED.value:  # it ended before it made any (or before it started)
-                raise TensorqError(f"job {self.id} is {record.state}; it has no {name}{why}")
-            raise JobNotFound(f"job {self.id} has no {name} artifact")
-        return blob

@@ -3,8 +3,10 @@ set them apart."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from shared.series import LOSS
 from shared.store import JobRecord
 
 ENDING_FIELDS = ("final_loss", "best_loss", "iterations", "seconds", "iterations_per_s", "device")
@@ -16,10 +18,11 @@ RENAMED_ENDING = {"iterations": "iterations_done"}
 Progress = tuple[int, float]  # (iterations done, latest loss) of a running job
 
 
-def table(records: list[JobRecord], progress: dict[str, Progress] | None = None
-          ) -> tuple[list[dict[str, Any]], list[str]]:
+def table(records: list[JobRecord], progress: Mapping[str, Progress] | None = None, metric: str = LOSS,
+          last: Mapping[str, float] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per training job (id, state, how it ended, and the spec fields that differ between the jobs).
-    A running job's row shows its progress: iterations done and latest loss (as FINAL)."""
+    A running job's row shows its progress: iterations done and latest loss (as FINAL). Compared on another
+    metric than the loss, each row also has `last_<metric>`: its latest value, from `last` (None without one)."""
     fields = sorted({k for r in records for k in r.spec} - {"kind"})
     differing = [f for f in fields if len({repr(r.spec.get(f)) for r in records}) > 1]
     rows = []
@@ -29,19 +32,29 @@ def table(records: list[JobRecord], progress: dict[str, Progress] | None = None
             ending["iterations"], ending["final_loss"] = progress[r.id]
             ending["device"] = r.device
         ending = {RENAMED_ENDING.get(k, k) if k in differing else k: v for k, v in ending.items()}
+        if metric != LOSS:
+            ending[last_key(metric)] = (last or {}).get(r.id)
         rows.append({"id": r.id, "state": r.state, **ending, **{f: r.spec.get(f) for f in differing}})
     return rows, differing
 
 
-def render_table(rows: list[dict[str, Any]], differing: list[str]) -> None:
+def last_key(metric: str) -> str:
+    return f"last_{metric}"
+
+
+def render_table(rows: list[dict[str, Any]], differing: list[str], metric: str = LOSS) -> None:
     from rich.table import Table
 
     from producer.render import console
 
     t = Table(box=None, header_style="bold")
     ending = [RENAMED_ENDING.get(k, k) if k in differing else k for k in ENDING_FIELDS]
+    heads = [header(k) for k in ending]
+    if metric != LOSS:
+        ending.append(last_key(metric))
+        heads.append(f"LAST {metric.replace('_', '-').upper()}")
     columns = ["id", "state", *ending, *differing]
-    headers = ["ID", "STATE", *(header(k) for k in ending), *(f.replace("_", "-").upper() for f in differing)]
+    headers = ["ID", "STATE", *heads, *(f.replace("_", "-").upper() for f in differing)]
     for col, head in zip(columns, headers, strict=True):
         t.add_column(head, no_wrap=col in ("id", "state"))
     for row in rows:

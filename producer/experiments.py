@@ -7,6 +7,7 @@ from collections import Counter
 
 from shared.groups import GroupRecord
 from shared.store import JobRecord
+from shared.vocab import JobState
 
 
 def final_loss(r: JobRecord) -> float:
@@ -17,7 +18,11 @@ def final_loss(r: JobRecord) -> float:
 def ranked(jobs: list[JobRecord]) -> list[JobRecord]:
     """Succeeded jobs by final loss, best first (a non-finite one last among them); then the rest (running,
     queued, or stopped early: a cancelled or diverged job's last loss is not a result), in submit order."""
-    return sorted(jobs, key=lambda j: (j.state != "succeeded", final_loss(j) if j.state == "succeeded" else 0.0))
+    def order(j: JobRecord) -> tuple[bool, float]:
+        done = j.state == JobState.SUCCEEDED
+        return not done, final_loss(j) if done else 0.0
+
+    return sorted(jobs, key=order)
 
 
 def counts(jobs: list[JobRecord]) -> dict[str, int]:

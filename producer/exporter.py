@@ -20,9 +20,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from shared import stats
-from shared.protocol import JobState, Kind, Priority, Queue, queue_for
+from shared.protocol import Queue, queue_for
 from shared.registry import NodeRegistry
 from shared.store import JobStore
+from shared.vocab import JobState, Kind, NodeState, Priority
 
 if TYPE_CHECKING:
     import redis
@@ -176,7 +177,7 @@ def _worker_families(nodes: list[dict[str, Any]]) -> Iterator[Metric]:
     for node in nodes:
         name = str(node.get("name") or "?")
         by_device[str(node.get("device") or "starting")] = by_device.get(str(node.get("device") or "starting"), 0) + 1
-        busy.add_metric([name], 1.0 if node.get("state") == "running" else 0.0)
+        busy.add_metric([name], 1.0 if node.get("state") == NodeState.RUNNING else 0.0)
         free, capacity = node.get("memory_free_bytes"), node.get("memory_total_bytes")
         if capacity is not None and free is not None:
             used.add_metric([name], float(capacity - free))

@@ -1,18 +1,20 @@
-"""Slices of a loss history, read as a stream of batches: never the whole history held at once
-unless a caller asks for a list."""
+"""Slices of a metric series, read as a stream of batches: never the whole series held at once unless a
+caller asks for arrays. Slices are by iteration number, so a metric measured every 10 iterations is cut
+where the loss would be."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from shared.errors import BadInput
+from shared.series import LOSS
 from shared.store import JobStore
 
-Rows = Iterator[tuple[np.ndarray, np.ndarray]]  # (iterations, losses) per batch
+Rows = Iterator[tuple[np.ndarray, np.ndarray]]  # (iterations, values) per batch
 
 
 @dataclass(frozen=True)
@@ -40,17 +42,23 @@ class Slice:
         return cls(start, stop, every, tail)
 
 
-def rows(store: JobStore, job_id: str, cut: Slice = Slice()) -> Rows:
-    """Batches of (iterations, losses) within the slice, oldest first."""
+def rows(store: JobStore, job_id: str, cut: Slice = Slice(), metric: str = LOSS) -> Rows:
+    """Batches of (iterations, values) of one series within the slice, oldest first."""
     if cut.tail is not None and cut.start == 0 and cut.stop is None and cut.every == 1:
-        batches = iter(store.last_loss_chunks(job_id, cut.tail))  # read only the newest entries
+        chunks = iter(store.series.last_chunks(job_id, metric, cut.tail))  # read only the newest entries
     else:
-        batches = ((first, values) for _, first, values in store.loss_chunks(job_id))
+        chunks = store.series.chunks(job_id, metric)
+    return sliced(((c.iterations, c.values) for c in chunks), cut)
+
+
+def sliced(batches: Iterable[tuple[np.ndarray, np.ndarray]], cut: Slice) -> Rows:
+    """The batches (oldest first, iterations increasing) cut to the slice: the iterations in range and
+    divisible by `every`, then the last `tail` of those. Holds at most `tail` values beyond one batch."""
     selected = _select(batches, cut)
     if cut.tail is None:
         yield from selected
         return
-    kept: list[tuple[np.ndarray, np.ndarray]] = []  # at most `tail` values beyond one batch
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
     have = 0
     for its, vals in selected:
         kept.append((its, vals))
@@ -62,10 +70,11 @@ def rows(store: JobStore, job_id: str, cut: Slice = Slice()) -> Rows:
         yield (its[excess:], vals[excess:]) if k == 0 and excess > 0 else (its, vals)
 
 
-def _select(batches, cut: Slice) -> Rows:
-    for first, values in batches:
-        its = np.arange(first, first + len(values))
-        if cut.stop is not None and first >= cut.stop:
+def _select(batches: Iterable[tuple[np.ndarray, np.ndarray]], cut: Slice) -> Rows:
+    for its, values in batches:
+        if not len(its):
+            continue
+        if cut.stop is not None and its[0] >= cut.stop:
             return
         mask = (its >= cut.start) & (its % cut.every == 0)
         if cut.stop is not None:
@@ -74,17 +83,17 @@ def _select(batches, cut: Slice) -> Rows:
             yield its[mask], values[mask]
 
 
-def as_arrays(store: JobStore, job_id: str, cut: Slice = Slice()) -> tuple[np.ndarray, np.ndarray]:
-    parts = list(rows(store, job_id, cut))
+def as_arrays(store: JobStore, job_id: str, cut: Slice = Slice(), metric: str = LOSS) -> tuple[np.ndarray, np.ndarray]:
+    parts = list(rows(store, job_id, cut, metric))
     if not parts:
         return np.empty(0, dtype=np.int64), np.empty(0)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def latest(store: JobStore, job_id: str) -> tuple[int, float] | None:
-    """(iterations done, latest loss) from the newest history entry; None before the first flush."""
-    newest = store.last_loss_chunks(job_id, 1)
-    if not newest:
+def latest(store: JobStore, job_id: str, metric: str = LOSS) -> tuple[int, float] | None:
+    """(where the series stands, its latest value) from the newest entry; for the loss, (iterations done,
+    latest loss). None before the first flush."""
+    newest = store.series.last(job_id, metric)
+    if newest is None or not len(newest.values):
         return None
-    first, values = newest[-1]
-    return first + len(values), float(values[-1])
+    return newest.end, float(newest.values[-1])

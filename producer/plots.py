@@ -1,4 +1,5 @@
-"""Loss curves: in the terminal (plotext) or as a PNG (matplotlib, the optional `tensorq[plot]` extra)."""
+"""Curves of a metric (the loss, or another series): in the terminal (plotext) or as a PNG (matplotlib, the
+optional `tensorq[plot]` extra)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from shared.errors import BadInput
 
-Curves = dict[str, tuple[np.ndarray, np.ndarray]]  # label -> (iterations, losses)
+Curves = dict[str, tuple[np.ndarray, np.ndarray]]  # label -> (iterations, values)
 MAX_POINTS = 2_000  # a curve is thinned to about this many points before drawing; the shape survives
 
 
@@ -21,7 +22,7 @@ def thin(its: np.ndarray, vals: np.ndarray, max_points: int = MAX_POINTS) -> tup
 
 
 def log_scale(curves: Curves) -> bool:
-    """Log y when every loss is positive and together they span at least two decades."""
+    """Log y when every value is positive and together they span at least two decades."""
     finite = [v[np.isfinite(v)] for _, v in curves.values()]
     values = np.concatenate(finite) if finite else np.empty(0)
     return bool(values.size) and values.min() > 0 and values.max() / values.min() >= 100
@@ -29,7 +30,8 @@ def log_scale(curves: Curves) -> bool:
 
 def finite_points(curves: Curves) -> tuple[Curves, bool]:
     """The curves without their inf/nan points (a diverged run's), and whether any were left out."""
-    kept, dropped = {}, False
+    kept: Curves = {}
+    dropped = False
     for label, (its, vals) in curves.items():
         ok = np.isfinite(vals)
         dropped = dropped or not ok.all()
@@ -56,14 +58,15 @@ def y_ticks(curves: Curves, log: bool) -> tuple[list[float], list[str]]:
     return ticks, [f"{t:.3g}" for t in ticks]
 
 
-def terminal(curves: Curves, title: str, width: int | None = None, height: int | None = None) -> str:
+def terminal(curves: Curves, title: str, width: int | None = None, height: int | None = None,
+             metric: str = "loss") -> str:
     import plotext as plt
 
     curves, dropped = finite_points(curves)
     if not curves:
-        return f"{title}: no finite loss to draw"
+        return f"{title}: no finite {metric} to draw"
     log = log_scale(curves)
-    title += (" (log scale)" if log else "") + ("; inf/nan losses not drawn" if dropped else "")
+    title += (" (log scale)" if log else "") + (f"; inf/nan {_plural(metric)} not drawn" if dropped else "")
     plt.clear_figure()
     plt.theme("clear")
     for k, (label, (its, vals)) in enumerate(curves.items()):
@@ -75,10 +78,14 @@ def terminal(curves: Curves, title: str, width: int | None = None, height: int |
     plt.title(title)
     plt.xlabel("iteration")
     plt.plotsize(width or 100, height or 25)
-    return plt.build()
+    return str(plt.build())
 
 
-def png(curves: Curves, path: Path, title: str) -> None:
+def _plural(metric: str) -> str:
+    return "losses" if metric == "loss" else f"{metric} values"
+
+
+def png(curves: Curves, path: Path, title: str, metric: str = "loss") -> None:
     try:
         import matplotlib
 
@@ -92,11 +99,11 @@ def png(curves: Curves, path: Path, title: str) -> None:
         its, vals = thin(its, vals)
         ax.plot(its, np.where(np.isfinite(vals), vals, np.nan), label=label, linewidth=1.2)
     if dropped:
-        title += " (inf/nan losses not drawn)"
+        title += f" (inf/nan {_plural(metric)} not drawn)"
     if log_scale(drawn):
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(metric)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if len(curves) > 1:

@@ -12,17 +12,21 @@ import time
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
+from shared import kinds
 from shared.store import JobRecord
+from shared.vocab import JobState, NodeState
 
 if TYPE_CHECKING:
     import numpy as np
+    from rich.console import Console
 
 PIPE_WIDTH = 160
-STATE_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "magenta"}
+STATE_STYLE: dict[str, str] = {JobState.QUEUED: "yellow", JobState.RUNNING: "cyan", JobState.SUCCEEDED: "green",
+               JobState.FAILED: "red", JobState.CANCELLED: "magenta"}
 
 
 @functools.cache
-def console():
+def console() -> Console:
     """Rich's console, one per process (a group's --wait prints a line per job); piped output gets 160 columns
     (not rich's 80), so tables are not cut for scripts."""
     from rich.console import Console
@@ -80,16 +84,8 @@ def status(r: JobRecord, progress: tuple[int, float] | None = None) -> None:
 
 
 def spec_line(spec: dict[str, Any]) -> str:
-    if spec.get("kind") == "op":
-        def shape(o: dict) -> str:
-            return ("randn:" if o.get("source") == "randn" else "") + "x".join(map(str, o.get("shape", []))) or "scalar"
-        return f"{spec.get('op')} {shape(spec.get('a', {}))} {shape(spec.get('b', {}))}"
-    def field(k: str, v: Any) -> str:
-        name = k.replace("_", "-")
-        return name if v is True else f"{name}={v}"  # a flag that is on reads as the flag
-
-    # defaults that say nothing (None, a flag that is off) are left out
-    return " ".join(field(k, v) for k, v in spec.items() if k != "kind" and v is not None and v is not False)
+    entry = kinds.find(spec.get("kind"))
+    return entry.one_line(spec) if entry else json.dumps(spec)  # a kind this version does not know: as stored
 
 
 def _fmt(v: Any) -> str:
@@ -135,7 +131,7 @@ def device_text(n: dict[str, Any]) -> str:
 
 
 def node_state_text(n: dict[str, Any]) -> str:
-    if n.get("state") != "running":
+    if n.get("state") != NodeState.RUNNING:
         return n.get("state") or "-"
     text = f"running {n.get('job')}"
     if n.get("iterations"):
@@ -143,8 +139,10 @@ def node_state_text(n: dict[str, Any]) -> str:
     return text
 
 
-def tensor(array: np.ndarray, out: IO[str] = sys.stdout) -> None:
+def tensor(array: np.ndarray, out: IO[str] | None = None) -> None:
     import numpy as np
+
+    out = out or sys.stdout  # per call: a default of sys.stdout would keep the stream of import time
 
     with np.printoptions(precision=6, suppress=True, linewidth=100):
         out.write(f"{np.array2string(array)}\n")
@@ -152,27 +150,40 @@ def tensor(array: np.ndarray, out: IO[str] = sys.stdout) -> None:
 
 
 def history(rows: Iterable[tuple[np.ndarray, np.ndarray]], fmt: str, job_id: str, every: int = 1,
-            out: IO[str] = sys.stdout) -> None:
+            out: IO[str] | None = None, metric: str = "loss") -> None:
     """Streamed: each batch is written as it is read, never the whole history held as text.
 
-    JSON: `{"id", "loss": [...], "first_iteration", "every"}`; a history holds every iteration exactly
-    once, so the losses shown are those of iterations first_iteration, first_iteration + every, ...
+    JSON: `{"id", "metric", "values": [...], "iterations": [...], "first_iteration", "every"}`, and for the
+    loss also `"loss"` (the values again, as before there were other metrics): the losses of iterations
+    first_iteration, first_iteration + every, ... The values are written as they are read; the numbers
+    (not their text) are kept for the keys that follow.
     """
+    out = out or sys.stdout  # per call, as in tensor()
     if fmt == "json":
-        out.write(f'{{"id": {json.dumps(job_id)}, "loss": [')
-        sep, first = "", None
+        out.write(f'{{"id": {json.dumps(job_id)}, "metric": {json.dumps(metric)}, "values": [')
+        kept: list[tuple[np.ndarray, np.ndarray]] = []
         for its, vals in rows:
-            if first is None and len(its):
-                first = int(its[0])
-            if len(vals):  # strict JSON: a non-finite loss is null
-                out.write(sep + ", ".join(json.dumps(v) if math.isfinite(v) else "null" for v in vals.tolist()))
-                sep = ", "
-        out.write(f'], "first_iteration": {json.dumps(first)}, "every": {every}}}\n')
+            if len(vals):
+                out.write((", " if kept else "") + _json_values(vals))
+                kept.append((its, vals))
+        out.write('], "iterations": [')
+        out.writelines((", " if k else "") + ", ".join(map(str, its.tolist())) for k, (its, _) in enumerate(kept))
+        if metric == "loss":
+            out.write('], "loss": [')
+            out.writelines((", " if k else "") + _json_values(vals) for k, (_, vals) in enumerate(kept))
+        out.write("]")
+        first = int(kept[0][0][0]) if kept else None
+        out.write(f', "first_iteration": {json.dumps(first)}, "every": {every}}}\n')
         return
     row = "{},{!r}\n" if fmt == "csv" else "{:>10}  {:.9g}\n"
-    out.write("iteration,loss\n" if fmt == "csv" else f"{'iteration':>10}  loss\n")
+    out.write(f"iteration,{metric}\n" if fmt == "csv" else f"{'iteration':>10}  {metric}\n")
     for its, vals in rows:
         out.writelines(row.format(i, v) for i, v in zip(its.tolist(), vals.tolist(), strict=True))
+
+
+def _json_values(vals: np.ndarray) -> str:
+    """Strict JSON: a non-finite value is null."""
+    return ", ".join(json.dumps(v) if math.isfinite(v) else "null" for v in vals.tolist())
 
 
 def progress_line(job_id: str, done: int, total: int, loss: float) -> str:
@@ -184,12 +195,9 @@ def summary(r: JobRecord) -> None:
     c = console()
     s = r.summary or {}
     state = f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]"
-    if r.kind == "train":
-        best = (f"best {_fmt(s['best_loss'])} at iteration {s.get('best_iteration')}"
-                if isinstance(s.get("best_loss"), (int, float)) else "no finite loss")
-        c.print(f"{state} {r.id}: final loss {final_loss(r)} ({best}), {s.get('iterations')} iterations in "
-                f"{duration(s.get('seconds'))} ({_fmt(s.get('iterations_per_s'))} it/s) on {s.get('device')} "
-                f"\\[{s.get('worker')}]")
-    else:
-        c.print(f"{state} {r.id}: {s.get('op')} -> {s.get('dtype')} "
-                f"{'x'.join(map(str, s.get('shape', []))) or 'scalar'} on {s.get('device')} \\[{s.get('worker')}]")
+    entry = kinds.find(r.kind)
+    told = entry.ended(s) if entry else r.kind
+    # a run measured in iterations says how fast it went
+    rate = f" in {duration(s.get('seconds'))} ({_fmt(s.get('iterations_per_s'))} it/s)" \
+        if "iterations_per_s" in s else ""
+    c.print(f"{state} {r.id}: {told}{rate} on {s.get('device')} \\[{s.get('worker')}]")

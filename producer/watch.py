@@ -1,15 +1,19 @@
-"""Live progress bars for running jobs, fed by blocking reads of their loss streams (no polling storm)."""
+"""Live progress bars for running jobs, fed by blocking reads of their metric series' streams (no polling
+storm): the loss makes the bar; every other metric shows its latest value."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from shared import defaults
-from shared.protocol import Kind, Priority, queue_for
+from shared import defaults, kinds, series
+from shared.protocol import queue_for
+from shared.series import LOSS, Chunk
 from shared.store import JobRecord, JobStore
+from shared.vocab import JobState, Priority
 
 QUEUE_SCAN_LIMIT = 10_000  # queue positions are looked up among this many waiting messages at most
 POSITION_REFRESH_S = 2.0
@@ -42,7 +46,8 @@ def queue_position(store: JobStore, queue: str, job_id: str, priority: str = Pri
 @dataclass
 class Tracked:
     record: JobRecord
-    after: str = "0-0"  # last stream entry read
+    after: dict[str, str] = field(default_factory=dict)  # metric -> last stream entry read
+    latest: dict[str, float] = field(default_factory=dict)  # metric (not the loss) -> its latest value
     done: int = 0
     last: float = float("nan")
     best: float = float("inf")
@@ -52,10 +57,18 @@ class Tracked:
 
     @property
     def total(self) -> int:
-        return int(self.record.spec.get("iterations") or 1) if self.record.kind == Kind.TRAIN.value else 1
+        entry = kinds.find(self.record.kind)
+        return entry.progress_total(self.record.spec) if entry else 1
 
-    def add(self, first: int, values: np.ndarray) -> None:
-        self.done = first + len(values)
+    def add(self, metric: str, chunk: Chunk) -> None:
+        self.after[metric] = chunk.entry_id  # read once, not on every wake-up
+        if not len(chunk.values):
+            return
+        if metric != LOSS:
+            self.latest[metric] = float(chunk.values[-1])
+            return
+        values = chunk.values
+        self.done = chunk.end
         self.last = float(values[-1])
         finite = values[np.isfinite(values)]
         self.best = min(self.best, float(finite.min())) if finite.size else self.best
@@ -80,19 +93,20 @@ def describe(t: Tracked, store: JobStore, compact: bool = False) -> str:
     """A bar's text: id, state, i/N, it/s, ETA, loss, best. `compact` (a narrow terminal) writes the losses
     with 4 significant digits; the end of the line is what an even narrower one cuts (it/s and ETA stay)."""
     r = t.record
-    if r.state == "queued":
+    if r.state == JobState.QUEUED:
         if time.monotonic() - t.position[0] > POSITION_REFRESH_S:  # an LRANGE: not on every wake-up
             t.position = (time.monotonic(), queue_position(store, r.queue, r.id, r.priority))
         pos = t.position[1]
         where = f"#{pos} in queue {r.queue}" if pos else f"in queue {r.queue}"
         return f"{r.id} [yellow]waiting[/] ({where})"
     text = f"{r.id} [{_style(r.state)}]{r.state}[/]"
-    if r.kind == Kind.TRAIN.value and t.done:
+    if kinds.has_curves(r.kind) and t.done:
         rate = t.rate()
-        eta = f" eta {_eta((t.total - t.done) / rate)}" if rate and r.state == "running" else ""
+        eta = f" eta {_eta((t.total - t.done) / rate)}" if rate and r.state == JobState.RUNNING else ""
         its = f" {rate:,.0f} it/s" if rate else ""
         digits = 4 if compact else 6
         text += f" {t.done}/{t.total}{its}{eta} loss {t.last:.{digits}g} best {t.best:.{digits}g}"
+        text += "".join(f" {name} {value:.{digits}g}" for name, value in sorted(t.latest.items()))
     if r.error:
         from rich.markup import escape
 
@@ -112,13 +126,13 @@ def _style(state: str) -> str:
     return STATE_STYLE.get(state, "")
 
 
-def watch(store: JobStore, job_ids: list[str], console=None) -> list[JobRecord]:
+def watch(store: JobStore, job_ids: list[str], console: Any = None) -> list[JobRecord]:
     """Draw one bar per job until every job has ended; returns their final records.
 
     Ctrl-C (KeyboardInterrupt) propagates to the caller: only the watching stops, never the jobs.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn
     from rich.table import Column
 
     tracked = {j: Tracked(store.require(j)) for j in job_ids}
@@ -134,20 +148,19 @@ def watch(store: JobStore, job_ids: list[str], console=None) -> list[JobRecord]:
         while True:
             for t in tracked.values():
                 t.record = store.require(t.record.id)
-                if t.record.finished and t.record.kind == Kind.TRAIN.value:
-                    for entry_id, first, values in store.loss_chunks(t.record.id, t.after):
-                        t.after = entry_id  # read once, not on every wake-up
-                        t.add(first, values)
-                completed = t.total if t.record.state == "succeeded" else t.done
-                progress.update(t.task_id, completed=completed, description=describe(t, store, compact))
+                if t.record.finished and kinds.has_curves(t.record.kind):
+                    for name in series.names(t.record):
+                        for chunk in store.series.chunks(t.record.id, name, t.after.get(name, "0-0")):
+                            t.add(name, chunk)
+                completed = t.total if t.record.state == JobState.SUCCEEDED else t.done
+                progress.update(TaskID(t.task_id), completed=completed, description=describe(t, store, compact))
             if all(t.record.finished for t in tracked.values()):
                 return [t.record for t in tracked.values()]
-            # one blocking read over every live training job's losses and the stream of ended jobs
-            live = {j: t.after for j, t in tracked.items()
-                    if t.record.kind == Kind.TRAIN.value and not t.record.finished}
-            losses, ended = store.wait_events(live, cursor, defaults.WAIT_BLOCK_MS)
-            for job_id, entry_id, first, values in losses:
-                tracked[job_id].after = entry_id
-                tracked[job_id].add(first, values)
+            # one blocking read over every live training job's series and the stream of ended jobs
+            live = {(j, name): t.after.get(name, "0-0") for j, t in tracked.items()
+                    if kinds.has_curves(t.record.kind) and not t.record.finished for name in series.names(t.record)}
+            batches, ended = store.wait_events(live, cursor, defaults.WAIT_BLOCK_MS)
+            for job_id, name, chunk in batches:
+                tracked[job_id].add(name, chunk)
             if ended:
                 cursor = ended[-1][0]

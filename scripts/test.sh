@@ -22,4 +22,7 @@ fi
 
 python3 -m venv .venv
 .venv/bin/pip install -q torch==2.13.0 -e '.[worker,test]'
+# Lint and types before the tests, failing the run (set -e): both read pyproject.toml ([tool.ruff], [tool.mypy]).
+.venv/bin/ruff check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

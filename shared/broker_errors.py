@@ -75,8 +75,8 @@ def not_now(error: BaseException) -> str | None:
     means it will serve again; None for any other error."""
     chain = list(_chain(error))
     for e in chain:
-        names = {c.__name__ for c in type(e).__mro__}
-        if names & set(PERMANENT_CLASSES) or any(t in str(e) for t in PERMANENT_TEXT):
+        classes = {c.__name__ for c in type(e).__mro__}
+        if classes & set(PERMANENT_CLASSES) or any(t in str(e) for t in PERMANENT_TEXT):
             return None
     for e in chain:
         names = _names(e)
@@ -117,4 +117,4 @@ def detail(client: Any, reason: str) -> str:
 
 def backoff_s(attempt: int) -> float:
     """Seconds to wait before try `attempt` (0, 1, ...) at a broker that is not serving: doubling, capped."""
-    return min(defaults.BROKER_RETRY_MAX_S, defaults.BROKER_RETRY_START_S * 2 ** min(attempt, 16))
+    return min(defaults.BROKER_RETRY_MAX_S, defaults.BROKER_RETRY_START_S * 2.0 ** min(attempt, 16))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared import defaults
 from shared.protocol import Queue
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
 
-def celery_config(settings: Settings) -> dict:
+def celery_config(settings: Settings) -> dict[str, Any]:
     transport = {
         "visibility_timeout": settings.visibility_timeout_s,
         "socket_connect_timeout": defaults.CONNECT_TIMEOUT_S,

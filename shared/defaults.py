@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 # Environment variables whose values could not be read, name -> raw value: `shared.settings.resolve` refuses
 # them in one line (exit 2) rather than let a typo silently run with the default.
@@ -78,6 +79,12 @@ CHECKPOINT_INTERVAL_S = 30.0
 # (never on one that exits while the broker is not serving). TENSORQ_RESTART_WINDOW_S changes it.
 RESTART_WINDOW_S = _env_int("TENSORQ_RESTART_WINDOW_S", 60)
 
+# A CPU worker's OpenMP threads spin this many times waiting for work before they sleep (libgomp's
+# GOMP_SPINCOUNT; its own default spins for up to 300,000, a lifetime when another busy process holds the other
+# core: a note-sized CPU job ran 10x slower beside one). A user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins.
+# See docs/BENCHMARKS.md, "CPU workers that share a box".
+CPU_SPIN_COUNT = 1_000
+
 # Batched op jobs (map_op, `submit op --many`): at most this many ops ride in one message.
 BATCH_MAX_OPS = 1_000
 
@@ -86,3 +93,22 @@ WAIT_BLOCK_MS = 500
 # The stream of ended jobs keeps about this many entries (waiters only need the newest).
 FINISHED_STREAM_MAXLEN = 100_000
 
+
+# A training job's defaults: TrainSpec's field defaults and the `--help` of `submit train` both read them here
+# (the CLI sends only the flags given, so the spec decides every other field).
+@dataclass(frozen=True)
+class TrainDefaults:
+    batch_size: int = 64
+    input_size: int = 1000
+    hidden_size: int = 100
+    output_size: int = 10
+    lr: float = 1e-6
+    iterations: int = 500
+    seed: int = 0
+    activation: str = "relu"
+    loss: str = "sse"
+    grad: str = "autograd"  # `manual` when --fast or --cuda-graph is given without --grad
+    dtype: str = "float32"
+
+
+TRAIN = TrainDefaults()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.protocol import TASK_FOR_KIND, Kind, TaskName
-from shared.specs import TensorOpSpec, TrainSpec, describe
+from shared import kinds
+from shared.protocol import TaskName
+from shared.specs import TensorOpSpec, TrainSpec
 
 # Publishing retries briefly; a broker that is down is reported, not waited for.
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
@@ -19,8 +20,8 @@ def wire_spec(spec: TensorOpSpec | TrainSpec) -> dict[str, Any]:
 
 
 def send_job(celery: Any, job_id: str, spec: TensorOpSpec | TrainSpec, queue: str) -> None:
-    celery.send_task(TASK_FOR_KIND[Kind(spec.kind)].value, kwargs={"spec": wire_spec(spec)},
-                     task_id=job_id, queue=queue, argsrepr="()", kwargsrepr=describe(spec), retry=True,
+    celery.send_task(kinds.of(spec.kind).task.value, kwargs={"spec": wire_spec(spec)},
+                     task_id=job_id, queue=queue, argsrepr="()", kwargsrepr=spec.describe(), retry=True,
                      retry_policy=RETRY_POLICY)
 
 
@@ -28,5 +29,5 @@ def send_batch(celery: Any, task_id: str, jobs: list[tuple[str, TensorOpSpec]], 
     """Many op jobs in one message (the caller keeps each under defaults.BATCH_MAX_OPS)."""
     payload = [{"id": job_id, "spec": wire_spec(spec)} for job_id, spec in jobs]
     celery.send_task(TaskName.TENSOR_OPS.value, kwargs={"jobs": payload}, task_id=task_id, queue=queue,
-                     argsrepr="()", kwargsrepr=f"{len(jobs)} ops: {describe(jobs[0][1])}, ...", retry=True,
+                     argsrepr="()", kwargsrepr=f"{len(jobs)} ops: {jobs[0][1].describe()}, ...", retry=True,
                      retry_policy=RETRY_POLICY)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TensorqError(Exception):
     """Base of every error tensorq raises on purpose."""
@@ -49,7 +51,7 @@ class Interrupted(TensorqError):
         super().__init__(f"{reason} at iteration {iteration}")
         self.iteration = iteration
         self.reason = reason
-        self.summary: dict | None = None
+        self.summary: dict[str, Any] | None = None
         self.artifacts: dict[str, bytes] | None = None
 
 

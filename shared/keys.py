@@ -13,9 +13,12 @@ class Keys:
         """Hash: the job record (kind, spec, state, queue, worker, device, times, error, summary)."""
         return f"{self.prefix}job:{job_id}"
 
-    def loss(self, job_id: str) -> str:
-        """Stream: the loss history, one entry per batch (`i` first iteration, `t` dtype, `d` packed values)."""
-        return f"{self.prefix}job:{job_id}:loss"
+    def series(self, job_id: str, name: str) -> str:
+        """Stream: one metric series of the job, one entry per batch of points (`i` first iteration, `s` step,
+        absent for 1, `t` dtype, `d` packed values). `loss` keeps the key its history always had."""
+        if name == "loss":
+            return f"{self.prefix}job:{job_id}:loss"
+        return f"{self.prefix}job:{job_id}:metric:{name}"
 
     def artifact(self, job_id: str, name: str) -> str:
         """String: an artifact's bytes (safetensors), when small enough to live in Redis."""

@@ -1,9 +1,11 @@
-"""Names both sides agree on: task names, queues, job kinds and states."""
+"""Names both sides agree on: task names and queues (the vocabularies are in shared/vocab.py)."""
 
 from __future__ import annotations
 
 import re
 from enum import Enum
+
+from shared.vocab import Priority
 
 
 class TaskName(str, Enum):
@@ -29,15 +31,6 @@ def check_queue_name(name: str) -> str:
     return name
 
 
-class Priority(str, Enum):
-    """Each queue comes in three levels, `<queue>.high`, `<queue>`, `<queue>.low`, which workers consume
-    strictly in that order (Celery's Redis priority emulation misbehaves: celery/celery#8967)."""
-
-    HIGH = "high"
-    NORMAL = "normal"
-    LOW = "low"
-
-
 def queue_for(base: str, priority: str = Priority.NORMAL.value) -> str:
     return base if priority == Priority.NORMAL.value else f"{base}.{priority}"
 
@@ -46,36 +39,3 @@ def queues_in_priority_order(bases: list[str]) -> list[str]:
     """What a worker consumes for its base queues: every high queue first, then normal, then low."""
     return [queue_for(b, p.value) for p in Priority for b in bases]
 
-
-class Kind(str, Enum):
-    OP = "op"
-    TRAIN = "train"
-
-
-TASK_FOR_KIND = {Kind.OP: TaskName.TENSOR_OP, Kind.TRAIN: TaskName.TRAIN}
-
-
-class JobState(str, Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED_STATES
-
-
-FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-
-
-class NodeState(str, Enum):
-    """A worker node's state in its heartbeat."""
-
-    STARTING = "starting"  # claimed by the launcher, not yet consuming
-    IDLE = "idle"
-    RUNNING = "running"  # running the job named in the heartbeat
-
-
-READY_NODE_STATES = frozenset({NodeState.IDLE.value, NodeState.RUNNING.value})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from shared import broker_errors, defaults
@@ -31,7 +31,7 @@ TLS_OPTIONS = ("ssl_cert_reqs", "ssl_check_hostname", *TLS_PATH_OPTIONS)
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
-def tls_options(url: str) -> dict | None:
+def tls_options(url: str) -> dict[str, Any] | None:
     """The TLS options of a `rediss://` URL (None for any other scheme), as redis-py and kombu take them.
 
     ssl_cert_reqs: required (the default), optional or none (also CERT_REQUIRED etc.); ssl_ca_certs,
@@ -51,7 +51,7 @@ def tls_options(url: str) -> dict | None:
     reqs = given.get("ssl_cert_reqs", "required")
     if reqs.lower() not in CERT_REQS:
         raise ValueError(f"ssl_cert_reqs={reqs!r}: expected required, optional or none")
-    options: dict = {"ssl_cert_reqs": CERT_REQS[reqs.lower()]}
+    options: dict[str, Any] = {"ssl_cert_reqs": CERT_REQS[reqs.lower()]}
     options.update({k: given[k] for k in TLS_PATH_OPTIONS if given.get(k)})
     if "ssl_check_hostname" in given:
         flag = given["ssl_check_hostname"].lower()
@@ -61,7 +61,7 @@ def tls_options(url: str) -> dict | None:
     return options
 
 
-def _check_readable(tls: dict | None) -> None:
+def _check_readable(tls: dict[str, Any] | None) -> None:
     """ValueError naming the TLS file (or ssl_ca_path folder) that cannot be read; ssl would only say
     'No such file or directory', without saying which."""
     for key in TLS_PATH_OPTIONS:
@@ -131,7 +131,7 @@ def ping(client: redis.Redis, settings: Settings) -> None:
     conn = None
     try:
         conn = client.connection_pool.get_connection()
-        conn.send_command("PING")
+        conn.send_command("PING")  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         conn.read_response()
     except redis.AuthenticationError as e:
         raise BrokerUnreachable(f"broker at {where} refused the password: {scrub(str(e), settings.broker_url)}") from e

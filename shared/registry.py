@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import defaults
 from shared.keys import Keys
-from shared.protocol import NodeState
+from shared.vocab import NodeState
 
 # Heartbeat fields that are numbers, and lists; everything else is text. Empty means "not applicable" (None).
 INT_FIELDS = ("pid", "gpu_index", "jobs_done", "iteration", "iterations", "memory_free_bytes", "memory_total_bytes")
@@ -58,7 +58,7 @@ class NodeRegistry:
         """Every node whose heartbeat has not expired, by name, with numbers as numbers."""
         cutoff = time.time() - defaults.HEARTBEAT_TTL_S
         self.redis.zremrangebyscore(self.keys.nodes, "-inf", cutoff)
-        names = [n.decode() for n in self.redis.zrange(self.keys.nodes, 0, -1)]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in self.redis.zrange(self.keys.nodes, 0, -1)]
         with self.redis.pipeline() as p:
             for name in names:
                 p.hgetall(self.keys.node(name))

@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from shared import defaults
@@ -50,17 +51,17 @@ def home_dir() -> Path:
     return Path(os.environ.get("TENSORQ_HOME") or defaults.DEFAULT_HOME).expanduser()
 
 
-def read_stack_record(home: Path) -> dict | None:
+def read_stack_record(home: Path) -> dict[str, Any] | None:
     """The record `tensorq up` leaves behind, or None when there is none (or it is unreadable)."""
     return _read_record(home / STACK_RECORD_NAME)
 
 
-def read_down_record(home: Path) -> dict | None:
+def read_down_record(home: Path) -> dict[str, Any] | None:
     """What `tensorq down` left: the broker it stopped and when; None when tensorq was not stopped here."""
     return _read_record(home / DOWN_RECORD_NAME)
 
 
-def _read_record(path: Path) -> dict | None:
+def _read_record(path: Path) -> dict[str, Any] | None:
     """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
     try:
         record = json.loads(path.read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shared.errors import BadInput
+from shared.vocab import Op
 
 Shape = tuple[int, ...]
 
@@ -44,7 +45,7 @@ def matmul(a: Sequence[int], b: Sequence[int]) -> Shape:
 
 
 def result_shape(op: str, a: Sequence[int], b: Sequence[int]) -> Shape:
-    return matmul(a, b) if op == "matmul" else broadcast(a, b, op)
+    return matmul(a, b) if op == Op.MATMUL else broadcast(a, b, op)
 
 
 def numel(shape: Sequence[int]) -> int:

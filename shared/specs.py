@@ -17,15 +17,12 @@ from pydantic import (
     model_validator,
 )
 
-from shared import defaults, shapes
+from shared import defaults, kinds, shapes
+from shared.defaults import TRAIN
 from shared.errors import BadInput
 from shared.tensors import WIRE_DTYPES
+from shared.vocab import Activation, Device, Grad, Kind, Loss, Op, OpDtype, TrainDtype
 
-OpName = Literal["add", "sub", "mul", "div", "matmul"]
-OPS: tuple[str, ...] = OpName.__args__
-DeviceName = Literal["auto", "cpu", "cuda"]
-OpDtype = Literal["float16", "float32", "float64", "int32", "int64"]
-TrainDtype = Literal["float32", "float64", "bfloat16"]
 # Strict: `true` is not a size, and "64" in a job file is a typo worth reporting, not coercing.
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
 LayerSize = Annotated[int, Field(ge=1, le=defaults.MAX_LAYER_SIZE, strict=True)]
@@ -79,13 +76,13 @@ TensorInput = Annotated[DataTensor | RandnTensor, Field(discriminator="source")]
 class TensorOpSpec(_Spec):
     """`op(a, b)` with torch semantics; operands drawn with randn use `seed`, a first then b."""
 
-    kind: Literal["op"] = "op"
-    op: OpName
+    kind: Literal[Kind.OP] = Kind.OP
+    op: Op
     a: TensorInput
     b: TensorInput
     seed: Seed | None = None
     dtype: OpDtype | None = None  # cast both operands to this before the op
-    device: DeviceName = "auto"
+    device: Device = Device.AUTO
 
     @model_validator(mode="after")
     def _shapes_agree(self) -> TensorOpSpec:
@@ -98,38 +95,51 @@ class TensorOpSpec(_Spec):
     def result_shape(self) -> tuple[int, ...]:
         return shapes.result_shape(self.op, self.a.shape, self.b.shape)
 
+    def describe(self) -> str:
+        a_dt, b_dt = self.operand_dtypes
+        return (f"{self.op} {shapes.fmt(self.a.shape)}:{a_dt} {shapes.fmt(self.b.shape)}:{b_dt} "
+                f"-> {shapes.fmt(self.result_shape)} device={self.device}")
+
     @property
     def operand_dtypes(self) -> tuple[str, str]:
         return (self.dtype or self.a.dtype, self.dtype or self.b.dtype)
 
     @property
     def result_dtype(self) -> str:
-        """torch's promotion of the two operands' dtypes, for every op (matmul too: see worker/ops.py)."""
-        return promote(*self.operand_dtypes)
+        """torch's promotion of the two operands' dtypes, for every op (matmul too: see worker/ops.py); but true
+        division of two integers gives torch's default float, float32."""
+        common = promote(*self.operand_dtypes)
+        return "float32" if self.op is Op.DIV and not common.startswith("float") else common
 
 
 class TrainSpec(_Spec):
     """The study note's two-layer network trained by plain gradient descent."""
 
-    kind: Literal["train"] = "train"
-    batch_size: LayerSize = 64
-    input_size: LayerSize = 1000
-    hidden_size: LayerSize = 100
-    output_size: LayerSize = 10
-    lr: float = Field(1e-6, gt=0, allow_inf_nan=False)
-    iterations: int = Field(500, ge=1, le=defaults.MAX_ITERATIONS, strict=True)
-    seed: Seed = 0
-    activation: Literal["relu", "sigmoid"] = "relu"
-    loss: Literal["sse", "ce"] = "sse"
-    grad: Literal["autograd", "manual"] = "autograd"
-    dtype: TrainDtype = "float32"
-    device: DeviceName = "auto"
+    kind: Literal[Kind.TRAIN] = Kind.TRAIN
+    # every default is shared/defaults.py's TRAIN, which the CLI's --help shows without importing this module
+    batch_size: LayerSize = TRAIN.batch_size
+    input_size: LayerSize = TRAIN.input_size
+    hidden_size: LayerSize = TRAIN.hidden_size
+    output_size: LayerSize = TRAIN.output_size
+    lr: float = Field(TRAIN.lr, gt=0, allow_inf_nan=False)
+    iterations: int = Field(TRAIN.iterations, ge=1, le=defaults.MAX_ITERATIONS, strict=True)
+    seed: Seed = TRAIN.seed
+    activation: Activation = Activation(TRAIN.activation)
+    loss: Loss = Loss(TRAIN.loss)
+    grad: Grad = Grad(TRAIN.grad)
+    dtype: TrainDtype = TrainDtype(TRAIN.dtype)
+    device: Device = Device.AUTO
     fast: bool = False  # the fast path: manual gradients in preallocated buffers, in-place updates
     cuda_graph: bool = False  # the fast path captured once as a CUDA graph and replayed (CUDA only)
     tf32: bool = False  # let float32 matmuls use TF32 tensor cores (CUDA only)
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds of training; then `failed`
     checkpoint_every: int | None = Field(None, ge=1, strict=True)  # iterations; None: about every 30 s
     allow_nonfinite: bool = False  # run on through inf/nan losses (the note's loop) instead of failing `diverged`
+
+    def describe(self) -> str:
+        return (f"train {self.batch_size}x{self.input_size}->{self.hidden_size}->{self.output_size} "
+                f"{self.activation}/{self.loss} {self.grad} {self.dtype} lr={self.lr:g} "
+                f"iterations={self.iterations} seed={self.seed} device={self.device}")
 
     @field_validator("lr", "timeout", mode="before")
     @classmethod
@@ -145,11 +155,11 @@ class TrainSpec(_Spec):
         if total > defaults.MAX_TRAIN_ELEMENTS:
             raise ValueError(f"x, y, w1 and w2 hold {total:,} elements, over the limit of "
                              f"{defaults.MAX_TRAIN_ELEMENTS:,}")
-        if self.loss == "ce" and o < 2:
+        if self.loss is Loss.CE and o < 2:
             raise ValueError("--loss ce needs --output-size of at least 2 (classes)")
-        if (self.fast or self.cuda_graph) and self.grad != "manual":
+        if (self.fast or self.cuda_graph) and self.grad is not Grad.MANUAL:
             raise ValueError("the fast path computes the hand-derived gradients: use --grad manual")
-        if self.cuda_graph and self.device == "cpu":
+        if self.cuda_graph and self.device is Device.CPU:
             raise ValueError("--cuda-graph needs a CUDA device: use --device cuda or auto")
         return self
 
@@ -167,10 +177,12 @@ _JOB_SPEC: TypeAdapter[TensorOpSpec | TrainSpec] = TypeAdapter(JobSpec)
 
 
 def seed_randn(spec: dict[str, Any]) -> dict[str, Any]:
-    """An op drawing randn operands without a seed gets one, recorded in its spec so it can be rerun (the
+    """A job drawing randn operands without a seed gets one, recorded in its spec so it can be rerun (the
     CLI, the client and job files alike)."""
-    sources = [o.get("source") for o in (spec.get("a"), spec.get("b")) if isinstance(o, dict)]
-    if spec.get("kind") == "op" and spec.get("seed") is None and "randn" in sources:
+    entry = kinds.find(spec.get("kind"))
+    operands = [spec.get(name) for name in entry.operands] if entry else []
+    sources = [o.get("source") for o in operands if isinstance(o, dict)]
+    if spec.get("seed") is None and "randn" in sources:
         return {**spec, "seed": secrets.randbelow(2**31)}
     return spec
 
@@ -186,7 +198,7 @@ def parse_spec(data: object) -> TensorOpSpec | TrainSpec:
 def one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     loc = [str(p) for p in first["loc"]]
-    if loc and loc[0] in ("op", "train"):  # the discriminator's tag, not a field
+    if loc and loc[0] in Kind.values():  # the discriminator's tag, not a field
         loc = loc[1:]
     if len(loc) >= 2 and loc[0] in ("a", "b") and loc[1] in ("data", "randn"):
         del loc[1]
@@ -194,7 +206,7 @@ def one_line(error: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown field"
     elif first["type"] in ("union_tag_invalid", "union_tag_not_found") and not loc:
-        loc, message = ["kind"], "must be 'op' or 'train'"
+        loc, message = ["kind"], "must be " + " or ".join(repr(k) for k in Kind.values())
     elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         loc, message = [*loc, "source"], "must be 'data' or 'randn'"
     elif first["type"] == "model_attributes_type":
@@ -207,13 +219,7 @@ def one_line(error: ValidationError) -> str:
 
 def describe(spec: TensorOpSpec | TrainSpec) -> str:
     """A short one-line description: what Flower shows as the task's arguments."""
-    if isinstance(spec, TrainSpec):
-        return (f"train {spec.batch_size}x{spec.input_size}->{spec.hidden_size}->{spec.output_size} "
-                f"{spec.activation}/{spec.loss} {spec.grad} {spec.dtype} lr={spec.lr:g} "
-                f"iterations={spec.iterations} seed={spec.seed} device={spec.device}")
-    a_dt, b_dt = spec.operand_dtypes
-    return (f"{spec.op} {shapes.fmt(spec.a.shape)}:{a_dt} {shapes.fmt(spec.b.shape)}:{b_dt} "
-            f"-> {shapes.fmt(spec.result_shape)} device={spec.device}")
+    return spec.describe()
 
 
 def promote(a: str, b: str) -> str:

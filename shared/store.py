@@ -1,31 +1,35 @@
-"""The job store: job records, the job index, loss histories and artifacts, all in Redis.
+"""The job store: job records, their lifecycle (queued, running, ended) and the job index, in Redis. A job's
+metric series (shared/series.py), blobs (shared/blobs.py) and lease (shared/leases.py) are parts it holds
+as attributes: `store.series`, `store.blobs`, `store.leases`.
 
 It is the one source of truth for what users see; Celery's own bookkeeping is not consulted.
 """
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import itertools
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared import defaults, stats
-from shared.errors import BadInput, JobNotFound, TensorqError
+from shared import defaults, leases, stats
+from shared.blobs import ARTIFACT_NAMES, Blobs
+from shared.errors import BadInput, JobNotFound
 from shared.keys import Keys
-from shared.protocol import FINISHED_STATES, JobState, Kind
+from shared.leases import Leases
+from shared.replies import entries, streams, text, texts
+from shared.series import LOSS, Chunk, Series, names_in, unpack
+from shared.vocab import FINISHED_STATES, JobState, Kind
 
 if TYPE_CHECKING:
-    import numpy as np
     import redis
 
-# Losses are packed as float32 unless the job trains in float64, so float32 runs keep every value exactly.
-LOSS_DTYPES = {"f4": "<f4", "f8": "<f8"}
 # Cancel atomically: a queued job is cancelled at once; a running one is flagged for its worker.
 _CANCEL = stats.LUA + """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -45,10 +49,10 @@ return state
 # Start an attempt in one round trip: refuse a finished job (redelivered message) or a leased one (running
 # elsewhere); otherwise take the lease and mark the job running. Its first start observes its wait; a later
 # one counts a resume. ARGV[7]: the key prefix (for the indexes and stats).
-_BEGIN = stats.LUA + """
+_BEGIN = stats.LUA + leases.LUA + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return state end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'leased' end
+if not tq_lease_take(KEYS[2], ARGV[1], ARGV[2]) then return 'leased' end
 tq_account(ARGV[7], KEYS[1], ARGV[6], 'running', tonumber(ARGV[5]), nil)
 redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[3], 'device', ARGV[4], 'started_at', ARGV[5])
 local f = redis.call('HMGET', KEYS[1], 'kind', 'submitted_at')
@@ -83,17 +87,6 @@ end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[10], 'state', 'succeeded')
 return 'ok'
 """
-# Writes of a running training job, fenced by its lease: a worker that lost the job writes nothing more.
-_XADD_IF_HOLDER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('XADD', KEYS[2], '*', 'i', ARGV[2], 't', ARGV[3], 'd', ARGV[4])
-return 1
-"""
-_SET_IF_HOLDER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-return 1
-"""
 # Put jobs written before the (kind, state) indexes existed into them, a page at a time; atomic per page, so
 # a state change either comes before (and is read here) or after (and moves the entry this wrote).
 # KEYS: none (keys from the prefix, as shared/stats.py builds them); ARGV: prefix, then the ids.
@@ -107,17 +100,10 @@ end
 return #ARGV - 1
 """
 INDEX_PAGE_IDS = 1_000
-# Release a lease only while we hold it.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 # Job ids are 16 hex digits; a unique prefix of at least 4 finds its job, as git finds a commit.
 ID_LENGTH = 16
 MIN_ID_PREFIX = 4
 ID_CHARS = re.compile(r"[0-9a-f]+")
-FILE_ARTIFACT = "file:"  # a stored blob with this prefix names a file instead of holding bytes
-ARTIFACT_NAMES = ("result", "weights")
 
 
 @dataclass
@@ -140,6 +126,7 @@ class JobRecord:
     priority: str = "normal"
     group: str | None = None  # the sweep or job file it came from
     rerun_of: str | None = None  # the job it reruns
+    metrics: list[str] = field(default_factory=list)  # the series it has recorded (shared/series.py)
 
     @property
     def finished(self) -> bool:
@@ -152,8 +139,8 @@ class JobRecord:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_hash(cls, job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
-        h = {k.decode(): v.decode() for k, v in raw.items()}
+    def from_hash(cls, job_id: str, raw: Mapping[bytes | str, bytes | str]) -> JobRecord:
+        h = {text(k): text(v) for k, v in raw.items()}
 
         def num(name: str) -> float | None:
             return float(h[name]) if h.get(name) else None
@@ -177,6 +164,7 @@ class JobRecord:
             priority=h.get("priority") or "normal",
             group=h.get("group") or None,
             rerun_of=h.get("rerun_of") or None,
+            metrics=names_in(h),
         )
 
 
@@ -198,12 +186,12 @@ class JobStore:
         self.keys = keys
         self.artifact_dir = artifact_dir
         self.history_ttl_s = history_ttl_s  # None: keep finished jobs forever
+        self.series = Series(client, keys)
+        self.blobs = Blobs(client, keys, artifact_dir)
+        self.leases = Leases(client, keys)
         self._cancel = client.register_script(_CANCEL)
         self._begin = client.register_script(_BEGIN)
         self._finish_op = client.register_script(_FINISH_OP)
-        self._xadd_if_holder = client.register_script(_XADD_IF_HOLDER)
-        self._set_if_holder = client.register_script(_SET_IF_HOLDER)
-        self._release = client.register_script(_RELEASE)
         self._account = client.register_script(stats.ACCOUNT)
         self._index_page = client.register_script(_INDEX_PAGE)
         self._indexed = False  # known to hold every job in its (kind, state) index
@@ -233,7 +221,7 @@ class JobStore:
         command of one while it is out of memory, but deletes outside one go through."""
         with self.redis.pipeline(transaction=False) as p:
             for job_id in job_ids:
-                p.delete(self.keys.job(job_id), self.keys.loss(job_id))
+                p.delete(self.keys.job(job_id), self.keys.series(job_id, LOSS))
             p.zrem(self.keys.jobs, *job_ids)
             for index in self._state_indexes():
                 p.zrem(index, *job_ids)
@@ -266,20 +254,21 @@ class JobStore:
 
     def state(self, job_id: str) -> JobState | None:
         raw = self.redis.hget(self.keys.job(job_id), "state")
-        return JobState(raw.decode()) if raw else None
+        return JobState(text(raw)) if raw else None
 
     def states(self, job_ids: list[str]) -> list[JobState | None]:
         with self.redis.pipeline(transaction=False) as p:
             for job_id in job_ids:
                 p.hget(self.keys.job(job_id), "state")
-            return [JobState(raw.decode()) if raw else None for raw in p.execute()]
+            return [JobState(text(raw)) if raw else None for raw in p.execute()]
 
     def begin(self, job_id: str, lease_holder: str, worker: str, device: str) -> str:
         """`ok` (the lease is ours and the job is `running`), `leased` (running elsewhere), or the state a
         finished job is in; one round trip."""
         keys = [self.keys.job(job_id), self.keys.lease(job_id), self.keys.running]
-        args = [lease_holder, defaults.LEASE_TTL_S, worker, device, repr(time.time()), job_id, self.keys.prefix]
-        return self._begin(keys=keys, args=args).decode()
+        args: builtins.list[str | int] = [lease_holder, defaults.LEASE_TTL_S, worker, device, repr(time.time()), job_id,
+                                          self.keys.prefix]
+        return text(self._begin(keys=keys, args=args))
 
     def mark_requeued(self, job_id: str) -> None:
         """Back to `queued`: its worker stopped and handed the job back (it resumes from its checkpoint)."""
@@ -297,7 +286,7 @@ class JobStore:
         `lease_holder`, only while that lease is held (a transaction watching it), and the lease goes too;
         False when the job was taken over meanwhile and nothing was written."""
         ending = Ending(job_id, state, summary, error, artifacts, lease_holder)
-        checkpoint_file = self._blob_file(self.keys.checkpoint(job_id))  # goes with the checkpoint, below
+        checkpoint_file = self.blobs.file_of(self.keys.checkpoint(job_id))  # goes with the checkpoint, below
         if lease_holder is None:
             self.mark_finished_many([ending])
         else:
@@ -305,12 +294,12 @@ class JobStore:
 
             with self.redis.pipeline(transaction=True) as p:
                 try:
-                    p.watch(self.keys.lease(job_id))
-                    held = p.get(self.keys.lease(job_id))
-                    if held is None or held.decode() != lease_holder:
+                    if not self.leases.watch(p, job_id, lease_holder):
                         return False
+                    # only its lease holder adds a series, so the names read now are all it will have
+                    fields = p.hkeys(self.keys.job(job_id)) if self.history_ttl_s else []
                     p.multi()
-                    self._end_into(p, ending)
+                    self._end_into(p, ending, self.series.keys_of(job_id, fields))
                     p.delete(self.keys.lease(job_id))
                     p.execute()
                 except redis.WatchError:
@@ -320,10 +309,21 @@ class JobStore:
         return True
 
     def mark_finished_many(self, endings: list[Ending]) -> None:
+        series = self._series_keys([e.job_id for e in endings])
         with self.redis.pipeline(transaction=False) as p:
             for e in endings:
-                self._end_into(p, e)
+                self._end_into(p, e, series[e.job_id])
             p.execute()
+
+    def _series_keys(self, job_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Each job's series keys, to expire with it: read (one round trip) only when finished jobs expire."""
+        job_ids = list(job_ids)
+        if not self.history_ttl_s:
+            return {j: [] for j in job_ids}
+        with self.redis.pipeline(transaction=False) as p:
+            for job_id in job_ids:
+                p.hkeys(self.keys.job(job_id))
+            return {j: self.series.keys_of(j, fields) for j, fields in zip(job_ids, p.execute(), strict=True)}
 
     def _account_into(self, p: Any, job_id: str, state: JobState, now: float) -> None:
         """Queue the index move (and an ending's counts) of a state change, before the change itself."""
@@ -332,7 +332,7 @@ class JobStore:
     def _state_indexes(self) -> list[str]:
         return [self.keys.state_index(k.value, s.value) for k in Kind for s in JobState]
 
-    def _end_into(self, p: Any, e: Ending) -> None:
+    def _end_into(self, p: Any, e: Ending, series_keys: list[str]) -> None:
         now = time.time()
         self._account_into(p, e.job_id, e.state, now)
         fields = {"state": e.state.value, "finished_at": repr(now)}
@@ -341,12 +341,12 @@ class JobStore:
         if e.error is not None:
             fields["error"] = e.error
         for name, blob in (e.artifacts or {}).items():
-            fields[f"artifact:{name}"] = self._put_blob(self.keys.artifact(e.job_id, name), e.job_id, name, blob, p)
+            fields[f"artifact:{name}"] = self.blobs.put(self.keys.artifact(e.job_id, name), e.job_id, name, blob, p)
         p.hset(self.keys.job(e.job_id), mapping=fields)
         p.hdel(self.keys.job(e.job_id), "cancel_requested")
         p.srem(self.keys.running, e.job_id)
         p.delete(self.keys.checkpoint(e.job_id))
-        self._expire(p, e.job_id)
+        self._expire(p, e.job_id, series_keys)
         p.xadd(self.keys.finished, {"id": e.job_id, "state": e.state.value},
                maxlen=defaults.FINISHED_STREAM_MAXLEN, approximate=True)
 
@@ -355,7 +355,7 @@ class JobStore:
         """Commit an op job's result and end it `succeeded`, in one round trip; or, when it had ended already
         (cancelled, or finished by another delivery), or has no record, change nothing and say so."""
         keys, args = self._finish_op_call(job_id, worker, device, started_at, summary, result)
-        return self._finish_op(keys=keys, args=args).decode()
+        return text(self._finish_op(keys=keys, args=args))
 
     def finish_ops(self, ops: list[tuple[str, str, str, float, dict[str, Any], bytes]]) -> list[str]:
         """`finish_op` for many ops in one pipeline: `ok`, `missing`, or the state each had already ended in."""
@@ -363,23 +363,21 @@ class JobStore:
             for op in ops:
                 keys, args = self._finish_op_call(*op)
                 self._finish_op(keys=keys, args=args, client=p)
-            return [r.decode() for r in p.execute()]
+            return texts(p.execute())
 
     def _finish_op_call(self, job_id: str, worker: str, device: str, started_at: float, summary: dict[str, Any],
                         result: bytes) -> tuple[list[str], list[Any]]:
-        blob, where = self._spill(job_id, "result", result)
+        blob, where = self.blobs.spill(job_id, "result", result)
         keys = [self.keys.job(job_id), self.keys.artifact(job_id, "result"), self.keys.finished]
         args = [worker, device, repr(started_at), repr(time.time()), json.dumps(summary), where, blob,
                 self.history_ttl_s or 0, defaults.FINISHED_STREAM_MAXLEN, job_id, self.keys.prefix]
         return keys, args
 
-    def release_lease(self, job_id: str, lease_holder: str) -> None:
-        self._release(keys=[self.keys.lease(job_id)], args=[lease_holder])
-
-    def _expire(self, p: redis.client.Pipeline, job_id: str) -> None:
+    def _expire(self, p: redis.client.Pipeline, job_id: str, series_keys: list[str]) -> None:
         if self.history_ttl_s:  # retention: the job and all it made expire together
             p.expire(self.keys.job(job_id), self.history_ttl_s)
-            p.expire(self.keys.loss(job_id), self.history_ttl_s)
+            for key in series_keys:
+                p.expire(key, self.history_ttl_s)
             for name in ARTIFACT_NAMES:
                 p.expire(self.keys.artifact(job_id, name), self.history_ttl_s)
             p.zadd(self.keys.expiring, {job_id: time.time() + self.history_ttl_s})  # swept from the indexes
@@ -398,16 +396,17 @@ class JobStore:
     def request_cancel(self, job_id: str) -> str:
         """`cancelled` (it was queued: it will never start), `requested` (it is running: its worker stops it
         at the next iteration), or the state it had already ended in."""
-        outcome = self._cancel(keys=[self.keys.job(job_id), self.keys.finished],
-                               args=[repr(time.time()), defaults.FINISHED_STREAM_MAXLEN, job_id,
-                                     self.keys.prefix]).decode()
+        outcome = text(self._cancel(keys=[self.keys.job(job_id), self.keys.finished],
+                                    args=[repr(time.time()), defaults.FINISHED_STREAM_MAXLEN, job_id,
+                                          self.keys.prefix]))
         if outcome == "missing":
             raise JobNotFound(f"no job {job_id!r}")
-        if outcome == "cancelled":  # a job handed back or recovered may have left a checkpoint
-            self._drop_blob(self.keys.checkpoint(job_id))
+        if outcome == JobState.CANCELLED:  # a job handed back or recovered may have left a checkpoint (and series)
+            self.blobs.drop(self.keys.checkpoint(job_id))
             if self.history_ttl_s:
+                series = self._series_keys([job_id])[job_id]
                 with self.redis.pipeline() as p:
-                    self._expire(p, job_id)
+                    self._expire(p, job_id, series)
                     p.execute()
         return outcome
 
@@ -448,7 +447,7 @@ class JobStore:
         return [r for r in records if r is not None and _matches(r, state, kind, since)]
 
     def _list_group(self, group: str, state: str | None, kind: str | None, since: float | None,
-                    limit: int) -> list[JobRecord]:
+                    limit: int) -> builtins.list[JobRecord]:
         """A group's jobs, newest first, read in pages from its own list (O(group), never O(store))."""
         from shared.groups import GroupStore
 
@@ -468,7 +467,7 @@ class JobStore:
         O(jobs expired since the last sweep, at most `batch`), never O(store). A record still there (another
         host's clock) is looked at again when its TTL says; one made persistent leaves the expiring set."""
         now = time.time()
-        due = [m.decode() for m in self.redis.zrangebyscore(self.keys.expiring, "-inf", now, start=0, num=batch)]
+        due = texts(self.redis.zrangebyscore(self.keys.expiring, "-inf", now, start=0, num=batch))
         if not due:
             return 0
         with self.redis.pipeline(transaction=False) as p:
@@ -500,7 +499,7 @@ class JobStore:
             self._indexed = True
             return
         start = 0
-        while ids := [m.decode() for m in self.redis.zrange(self.keys.jobs, start, start + INDEX_PAGE_IDS - 1)]:
+        while ids := texts(self.redis.zrange(self.keys.jobs, start, start + INDEX_PAGE_IDS - 1)):
             self._index_page(keys=[], args=[self.keys.prefix, *ids])
             start += len(ids)
         self.redis.set(self.keys.indexed, repr(time.time()))
@@ -515,159 +514,31 @@ class JobStore:
                 p.zcard(self.keys.state_index(kind, state))
             return dict(zip(pairs, p.execute(), strict=True))
 
-    # --- loss history --------------------------------------------------------------------------------
-
-    def append_losses(self, job_id: str, first_iteration: int, losses: np.ndarray,
-                      lease_holder: str | None = None) -> bool:
-        """One stream entry holding a batch of consecutive losses; with `lease_holder`, only while that lease
-        is still held (False: the job has been taken over, nothing was written)."""
-        import numpy as np
-
-        code = "f8" if losses.dtype == np.float64 else "f4"
-        packed = np.asarray(losses, dtype=LOSS_DTYPES[code], order="C").tobytes()
-        if lease_holder is None:
-            self.redis.xadd(self.keys.loss(job_id), {"i": first_iteration, "t": code, "d": packed})
-            return True
-        keys = [self.keys.lease(job_id), self.keys.loss(job_id)]
-        return bool(self._xadd_if_holder(keys=keys, args=[lease_holder, first_iteration, code, packed]))
-
-    def loss_chunks(self, job_id: str, after: str = "-") -> Iterator[tuple[str, int, np.ndarray]]:
-        """(stream id, first iteration, losses) for every batch after `after`, read in pages."""
-        key, start = self.keys.loss(job_id), after
-        while True:
-            # "(" makes the range exclusive (Redis >= 6.2), so a page never repeats the last entry.
-            entries = self.redis.xrange(key, min=start if start == "-" else f"({start}",
-                                        count=defaults.HISTORY_READ_ENTRIES)
-            if not entries:
-                return
-            for entry_id, fields in entries:
-                yield entry_id.decode(), *decode_loss_entry(fields)
-            start = entries[-1][0].decode()
-
-    def last_loss_chunks(self, job_id: str, n_values: int) -> list[tuple[int, np.ndarray]]:
-        """The newest batches holding at least `n_values` losses, oldest first (for --tail)."""
-        key, end, out, have = self.keys.loss(job_id), "+", [], 0
-        while have < n_values:
-            entries = self.redis.xrevrange(key, max=end if end == "+" else f"({end}", count=16)
-            if not entries:
-                break
-            for entry_id, fields in entries:
-                first, values = decode_loss_entry(fields)
-                out.append((first, values))
-                have += len(values)
-                end = entry_id.decode()
-                if have >= n_values:
-                    break
-        return out[::-1]
-
-    def losses(self, job_id: str) -> np.ndarray:
-        import numpy as np
-
-        chunks = [values for _, _, values in self.loss_chunks(job_id)]
-        return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.float64)
+    # --- waiting ------------------------------------------------------------------------------------
 
     def finished_cursor(self) -> str:
         """The newest entry of the ended-jobs stream: take it before looking at a state, then block from it,
         and no ending in between is missed."""
-        newest = self.redis.xrevrange(self.keys.finished, count=1)
-        return newest[0][0].decode() if newest else "0-0"
+        newest = entries(self.redis.xrevrange(self.keys.finished, count=1))
+        return newest[0][0] if newest else "0-0"
 
-    def wait_events(self, losses_after: dict[str, str], finished_after: str, block_ms: int
-                    ) -> tuple[list[tuple[str, str, int, np.ndarray]], list[tuple[str, str]]]:
-        """Block until a loss batch of one of the jobs (job id -> last stream id read) or any job's end.
-        Returns ([(job id, stream id, first iteration, losses)], [(stream id, ended job id)])."""
-        streams = {self.keys.loss(j): after for j, after in losses_after.items()}
-        streams[self.keys.finished] = finished_after
-        reply = self.redis.xread(streams, block=block_ms, count=defaults.HISTORY_READ_ENTRIES)
-        losses, ended = [], []
-        for key, entries in reply:
-            key = key.decode()
-            for eid, fields in entries:
+    def wait_events(self, series_after: Mapping[tuple[str, str], str], finished_after: str, block_ms: int
+                    ) -> tuple[builtins.list[tuple[str, str, Chunk]], builtins.list[tuple[str, str]]]:
+        """Block until a batch of one of the series ((job id, metric) -> last stream id read) or any job's end.
+        Returns ([(job id, metric, chunk)], [(stream id, ended job id)])."""
+        named = {self.keys.series(j, name): (j, name) for j, name in series_after}
+        wanted = {self.keys.series(j, name): after for (j, name), after in series_after.items()}
+        wanted[self.keys.finished] = finished_after
+        reply = self.redis.xread(wanted, block=block_ms, count=defaults.HISTORY_READ_ENTRIES)  # type: ignore[arg-type]
+        batches: builtins.list[tuple[str, str, Chunk]] = []
+        ended: builtins.list[tuple[str, str]] = []
+        for key, found in streams(reply):
+            for eid, fields in found:
                 if key == self.keys.finished:
-                    ended.append((eid.decode(), fields[b"id"].decode()))
+                    ended.append((eid, text(fields[b"id"])))
                 else:
-                    job_id = key.removeprefix(self.keys.prefix + "job:").removesuffix(":loss")
-                    losses.append((job_id, eid.decode(), *decode_loss_entry(fields)))
-        return losses, ended
-
-    def trim_losses_after(self, job_id: str, last_kept: str | None) -> int:
-        """Drop history entries newer than stream id `last_kept` (all of them when None): what an interrupted
-        attempt recorded after its last checkpoint, which the resumed attempt records again."""
-        key = self.keys.loss(job_id)
-        if last_kept is None:
-            return int(self.redis.delete(key))
-        newer = [eid for eid, _ in self.redis.xrange(key, min=f"({last_kept}", max="+")]
-        return int(self.redis.xdel(key, *newer)) if newer else 0
-
-    def last_loss_id(self, job_id: str) -> str | None:
-        entries = self.redis.xrevrange(self.keys.loss(job_id), count=1)
-        return entries[0][0].decode() if entries else None
-
-    # --- checkpoints ---------------------------------------------------------------------------------
-
-    def put_checkpoint(self, job_id: str, blob: bytes, lease_holder: str) -> bool:
-        """The job's latest checkpoint, written only while `lease_holder` holds its lease."""
-        value, _ = self._spill(job_id, "checkpoint", blob)
-        keys = [self.keys.lease(job_id), self.keys.checkpoint(job_id)]
-        return bool(self._set_if_holder(keys=keys, args=[lease_holder, value]))
-
-    def get_checkpoint(self, job_id: str) -> bytes | None:
-        return self._get_blob(self.keys.checkpoint(job_id))
-
-    # --- artifacts -----------------------------------------------------------------------------------
-
-    def get_artifact(self, job_id: str, name: str) -> bytes | None:
-        return self._get_blob(self.keys.artifact(job_id, name))
-
-    def get_artifacts(self, job_ids: list[str], name: str) -> list[bytes | None]:
-        """One artifact of many jobs, in one round trip (plus a file read for any stored as a file)."""
-        blobs = self.redis.mget([self.keys.artifact(j, name) for j in job_ids]) if job_ids else []
-        return [self._resolve_blob(b) for b in blobs]
-
-    def _put_blob(self, key: str, job_id: str, name: str, blob: bytes, pipe: Any = None) -> str:
-        """Bytes in Redis up to the inline limit; a larger blob goes to a file and Redis holds its path.
-        Returns where it went: `redis` or `file:<path>`."""
-        value, where = self._spill(job_id, name, blob)
-        (pipe or self.redis).set(key, value)
-        return where
-
-    def _spill(self, job_id: str, name: str, blob: bytes) -> tuple[bytes, str]:
-        """(what Redis holds, where the bytes are): the bytes themselves, or a file's path when too large."""
-        if len(blob) <= defaults.ARTIFACT_INLINE_MAX_BYTES:
-            return blob, "redis"
-        path = self.artifact_dir / job_id / f"{name}.safetensors"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(blob)
-        where = FILE_ARTIFACT + str(path)
-        return where.encode(), where
-
-    def _get_blob(self, key: str) -> bytes | None:
-        return self._resolve_blob(self.redis.get(key))
-
-    def _resolve_blob(self, blob: bytes | None) -> bytes | None:
-        if blob is not None and blob.startswith(FILE_ARTIFACT.encode()):
-            path = Path(blob[len(FILE_ARTIFACT):].decode())
-            try:
-                return path.read_bytes()
-            except OSError as e:
-                raise TensorqError(f"cannot read {path} ({e.strerror}): blobs over "
-                                   f"{defaults.ARTIFACT_INLINE_MAX_BYTES // 2**20} MiB live in files; put "
-                                   "TENSORQ_HOME/artifacts on storage every host shares") from None
-        return blob
-
-    def _blob_file(self, key: str) -> Path | None:
-        """The file a blob spilled to, if it did."""
-        blob = self.redis.get(key)
-        if blob is not None and blob.startswith(FILE_ARTIFACT.encode()):
-            return Path(blob[len(FILE_ARTIFACT):].decode())
-        return None
-
-    def _drop_blob(self, key: str) -> None:
-        """Delete a blob, and its file when it spilled to one."""
-        path = self._blob_file(key)
-        self.redis.delete(key)
-        if path is not None:
-            path.unlink(missing_ok=True)
+                    batches.append((*named[key], unpack(eid, fields)))
+        return batches, ended
 
 
 def _matches(record: JobRecord, state: str | None, kind: str | None, since: float | None) -> bool:
@@ -675,9 +546,3 @@ def _matches(record: JobRecord, state: str | None, kind: str | None, since: floa
     return ((state is None or record.state == state) and (kind is None or record.kind == kind)
             and (since is None or record.submitted_at >= since))
 
-
-def decode_loss_entry(fields: dict[bytes, bytes]) -> tuple[int, np.ndarray]:
-    import numpy as np  # here, not at the top: `tensorq status` and `list` never need it
-
-    dtype = LOSS_DTYPES[fields[b"t"].decode()]
-    return int(fields[b"i"]), np.frombuffer(fields[b"d"], dtype=dtype).astype(np.float64)

@@ -9,13 +9,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from shared import kinds
 from shared.errors import BadInput
-from shared.protocol import Priority
 from shared.specs import TensorOpSpec, TrainSpec, parse_spec, seed_randn
+from shared.vocab import Device, Kind, Op, OpDtype, Priority
 
 MAX_JOBS_PER_SUBMIT = 10_000  # a typo in a sweep should not enqueue a million jobs
 EXTRA_KEYS = ("sweep", "seeds", "priority", "queue")
@@ -52,23 +53,18 @@ def _value(text: str) -> Any:
         return text
 
 
-def entry_kind(entry: dict[str, Any]) -> Any:
-    """A job's kind as given, else what the schema's defaults say: `op` when it names an op, else `train`."""
-    return entry.get("kind", "op" if "op" in entry else "train")
-
-
 def expand(entry: dict[str, Any], where: str) -> list[Planned]:
     """One entry (a job, maybe with `sweep`, `seeds`, `priority`, `queue`) -> the jobs it stands for."""
     if not isinstance(entry, dict):
         raise BadInput(f"{where}: a job must be a mapping of fields")
     body = {field_name(k): v for k, v in entry.items()}
-    body["kind"] = entry_kind(body)
+    body["kind"] = kinds.entry_kind(body)
     sweep = body.pop("sweep", None) or {}
     seeds = body.pop("seeds", None)
     priority = body.pop("priority", Priority.NORMAL.value)
     queue = body.pop("queue", None)
-    if priority not in {p.value for p in Priority}:
-        raise BadInput(f"{where}: priority: must be high, normal or low (got {priority!r})")
+    if priority not in Priority.values():
+        raise BadInput(f"{where}: priority: must be {', '.join(Priority.values())} (got {priority!r})")
     if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
         raise BadInput(f"{where}: sweep: must map fields to non-empty lists of values")
     sweep = {field_name(k): v for k, v in sweep.items()}
@@ -126,9 +122,10 @@ def load_job_file(path: Path, read_operand: Any) -> list[Planned]:
     entries = []
     for k, entry in enumerate(jobs, start=1):
         where = f"{path}: job {k}"
-        if isinstance(entry, dict) and entry_kind(entry) == "op":
+        job_kind = kinds.find(kinds.entry_kind(entry)) if isinstance(entry, dict) else None
+        if job_kind is not None and job_kind.operands:
             entry = dict(entry)
-            for name in ("a", "b"):
+            for name in job_kind.operands:
                 if name in entry:
                     entry[name] = read_operand(entry[name], f"{where}: {name}", path.parent, entry.get("dtype"))
         entries.append((where, entry))
@@ -179,14 +176,14 @@ class TrainEntry(TrainSpec, _Extras):
 
 
 class OpEntry(_Extras):
-    kind: str = Field("op", pattern="^op$")
-    op: str = Field(pattern="^(add|sub|mul|div|matmul)$")
+    kind: Literal[Kind.OP] = Kind.OP
+    op: Op
     a: Any = Field(description="a literal (a number, nested lists, or text such as '[[1., 2.], [3., 4.]]'), "
                                "randn:SHAPE, or a file path relative to the job file")
     b: Any = Field(description="as a")
     seed: int | None = Field(None, ge=0)
-    dtype: str | None = Field(None, pattern="^(float16|float32|float64|int32|int64)$")
-    device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+    dtype: OpDtype | None = None
+    device: Device = Device.AUTO
 
 
 def json_schema() -> dict[str, Any]:

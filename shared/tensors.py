@@ -140,7 +140,8 @@ def load_file(path: Path, label: str = "tensor") -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            array: np.ndarray = np.load(path, allow_pickle=False)  # a .npy file is one array (an .npz is not)
+            return array
         if suffix == ".json":
             return from_json(json.loads(path.read_text()), label)
         if suffix == ".safetensors":

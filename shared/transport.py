@@ -29,6 +29,8 @@ from kombu.transport import redis as kombu_redis
 
 from shared import broker_errors
 
+# kombu ships py.typed with its methods unannotated: each call into one below is marked no-untyped-call.
+
 log = logging.getLogger(__name__)
 
 
@@ -47,7 +49,8 @@ class QoS(kombu_redis.QoS):
         # The message has left its queue: until the unacked hash holds it, this process is its only copy.
         for attempt in itertools.count():
             try:
-                return super().append(message, delivery_tag)
+                super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+                return
             except Exception as e:
                 reason = broker_errors.not_now(e)
                 if reason is None:
@@ -59,29 +62,33 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
-    _sync_client = None
+    _sync_client: redis.Redis | None = None
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # PINGs: a broker that does not answer fails here
+        # PINGs: a broker that does not answer fails here
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         reason = broker_errors.probe(self.client)
         if reason is not None:
             try:
-                self.close()  # out of the poller's cycle, its pools dropped
+                self.close()  # type: ignore[no-untyped-call]  # out of the poller's cycle, its pools dropped
             except Exception as e:
                 log.debug("closing a channel to a broker that is not serving: %s", e)
             raise BrokerNotServing(reason)
 
-    def _create_client(self, asynchronous: bool = False):
+    def _create_client(self, asynchronous: bool = False) -> redis.Redis:
+        client: redis.Redis
         if asynchronous:  # the poller's own connection: kombu caches that one itself
-            return super()._create_client(asynchronous=True)
+            client = super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
+            return client
         pool = self.pool  # a new one after kombu drops a broken pool: then a new client too
         if self._sync_client is None or self._sync_client.connection_pool is not pool:
-            self._sync_client = super()._create_client()
+            client = super()._create_client()  # type: ignore[no-untyped-call]
+            self._sync_client = client
         return self._sync_client
 
     def _brpop_read(self, **options: object) -> bool:
         try:
-            return super()._brpop_read(**options)
+            return bool(super()._brpop_read(**options))  # type: ignore[no-untyped-call]
         except (ValueError, TypeError, AttributeError) as e:  # not JSON at all
             log.error("dropped an item from a queue that is not a task message (%s: %s)", type(e).__name__, e)
             return True  # the item was consumed; the next read goes on as usual
@@ -94,11 +101,11 @@ class Transport(kombu_redis.Transport):
     def _deliver(self, message: object, queue: str) -> None:
         # JSON, but not an envelope: kombu would fail with a KeyError it counts as a lost connection
         properties = message.get("properties") if isinstance(message, dict) else None
-        if not (isinstance(properties, dict) and isinstance(properties.get("delivery_tag"), str)
-                and "body" in message):
+        if not (isinstance(message, dict) and isinstance(properties, dict)
+                and isinstance(properties.get("delivery_tag"), str) and "body" in message):
             log.error("dropped an item from queue %s that is not a task message: %.200r", queue, message)
             return
-        super()._deliver(message, queue)
+        super()._deliver(message, queue)  # type: ignore[no-untyped-call]
 
 
 def install() -> None:

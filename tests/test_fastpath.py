@@ -8,15 +8,15 @@ import torch
 from shared.errors import BadInput
 from shared.specs import TrainSpec, parse_spec
 from tests.note_loop import note_loop
-from worker import mlp
+from worker import loop
 
 CPU = torch.device("cpu")
 PAIRS = [(a, l) for a in ("relu", "sigmoid") for l in ("sse", "ce")]
 
 
-def run(spec: TrainSpec, device: torch.device = CPU) -> tuple[list[float], mlp.TrainResult]:
+def run(spec: TrainSpec, device: torch.device = CPU) -> tuple[list[float], loop.TrainResult]:
     losses: list[float] = []
-    result = mlp.train(spec, device, lambda first, v: losses.extend(v.tolist()))
+    result = loop.train(spec, device, lambda name, first, step, v: losses.extend(v.tolist()))
     return losses, result
 
 
@@ -50,18 +50,18 @@ def test_fast_and_cuda_graph_imply_manual_gradients() -> None:
 def test_a_cuda_graph_job_on_a_cpu_worker_fails_clearly() -> None:
     spec = TrainSpec(iterations=5, cuda_graph=True)
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        mlp.train(spec, CPU, lambda first, v: None)
+        loop.train(spec, CPU, lambda name, first, step, v: None)
 
 
 def test_the_fast_path_resumes_from_a_checkpoint() -> None:
     spec = TrainSpec(iterations=80, seed=2, fast=True)
     whole, _ = run(spec)
-    snaps: list[mlp.Resume] = []
-    mlp.train(spec, CPU, lambda first, v: None, checkpoint=lambda r: snaps.append(
-        mlp.Resume(r.iteration, r.w1.clone(), r.w2.clone(), r.best_loss, r.best_iteration, r.last_loss)),
+    snaps: list[loop.Resume] = []
+    loop.train(spec, CPU, lambda name, first, step, v: None, checkpoint=lambda r: snaps.append(
+        loop.Resume(r.iteration, r.w1.clone(), r.w2.clone(), r.best_loss, r.best_iteration, r.last_loss)),
         checkpoint_every=30)
     tail: list[float] = []
-    mlp.train(spec, CPU, lambda first, v: tail.extend(v.tolist()), resume=snaps[0])
+    loop.train(spec, CPU, lambda name, first, step, v: tail.extend(v.tolist()), resume=snaps[0])
     assert tail == whole[30:]
 
 

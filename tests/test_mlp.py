@@ -7,7 +7,7 @@ import torch
 
 from shared.specs import TrainSpec
 from tests.note_loop import note_loop
-from worker import mlp
+from worker import loop, network, recorders
 
 PAIRS = [(a, l) for a in ("relu", "sigmoid") for l in ("sse", "ce")]
 CPU = torch.device("cpu")
@@ -22,9 +22,9 @@ def small_spec(**kw) -> TrainSpec:
 def test_manual_gradients_match_autograd_in_float64(activation: str, loss: str) -> None:
     """Given seeded float64 data, when both ways compute (loss, dw1, dw2), they agree to 1e-9 relative."""
     spec = small_spec(activation=activation, loss=loss, dtype="float64")
-    data = mlp.draw(spec, CPU)
-    m_loss, m_dw1, m_dw2 = mlp.manual_grads(data, data.w1, data.w2, activation, loss)
-    a_loss, a_dw1, a_dw2 = mlp.autograd_grads(data, data.w1, data.w2, activation, loss)
+    data = network.draw(spec, CPU)
+    m_loss, m_dw1, m_dw2 = network.manual_grads(data, data.w1, data.w2, activation, loss)
+    a_loss, a_dw1, a_dw2 = network.autograd_grads(data, data.w1, data.w2, activation, loss)
     for name, manual, auto in (("loss", m_loss, a_loss), ("dw1", m_dw1, a_dw1), ("dw2", m_dw2, a_dw2)):
         assert auto.abs().max() > 0, f"{name} is all zero: a broken backward could hide"
         rel = ((manual - auto).abs().max() / auto.abs().max()).item()
@@ -38,7 +38,7 @@ def test_manual_and_autograd_training_agree(activation: str, loss: str) -> None:
     for grad in ("autograd", "manual"):
         spec = small_spec(activation=activation, loss=loss, grad=grad, dtype="float64", iterations=50, lr=1e-3)
         losses: list[float] = []
-        mlp.train(spec, CPU, lambda first, v, out=losses: out.extend(v.tolist()))
+        loop.train(spec, CPU, lambda name, first, step, v, out=losses: out.extend(v.tolist()))
         runs[grad] = torch.tensor(losses)
     assert torch.allclose(runs["manual"], runs["autograd"], rtol=1e-9, atol=0)
 
@@ -48,23 +48,23 @@ def test_draw_follows_the_reproducibility_contract() -> None:
     spec = small_spec(seed=11)
     torch.manual_seed(11)
     expected = [torch.randn(8, 12), torch.randn(8, 4), torch.randn(12, 6), torch.randn(6, 4)]
-    data = mlp.draw(spec, CPU)
+    data = network.draw(spec, CPU)
     for got, want in zip((data.x, data.y, data.w1, data.w2), expected, strict=True):
         assert got.dtype == torch.float32 and torch.equal(got, want)
 
 
 def test_ce_targets_come_from_y_without_extra_draws() -> None:
     spec = small_spec(loss="ce")
-    data = mlp.draw(spec, CPU)
+    data = network.draw(spec, CPU)
     assert torch.equal(data.target, data.y.argmax(dim=1))
-    assert torch.equal(mlp.draw(small_spec(loss="sse"), CPU).w2, data.w2)
+    assert torch.equal(network.draw(small_spec(loss="sse"), CPU).w2, data.w2)
 
 
 def test_training_equals_the_note_loop_value_for_value() -> None:
     """Given the note's sizes and seed 0, CPU float32 autograd losses and weights equal the inline loop's."""
     expected_losses, expected_w1, expected_w2 = note_loop(seed=0, iterations=200)
     got: list[float] = []
-    result = mlp.train(TrainSpec(iterations=200, seed=0), CPU, lambda first, v: got.extend(v.tolist()))
+    result = loop.train(TrainSpec(iterations=200, seed=0), CPU, lambda name, first, step, v: got.extend(v.tolist()))
     assert got == expected_losses
     assert torch.equal(result.w1, expected_w1) and torch.equal(result.w2, expected_w2)
     assert result.final_loss == expected_losses[-1]
@@ -74,8 +74,8 @@ def test_training_equals_the_note_loop_value_for_value() -> None:
 def test_losses_arrive_in_contiguous_batches() -> None:
     """Given a flush every 7 iterations, the sink sees consecutive batches of at most 7 covering every iteration."""
     calls: list[tuple[int, int]] = []
-    mlp.train(small_spec(iterations=30), CPU, lambda first, v: calls.append((first, len(v))), flush_iterations=7,
-              flush_interval_s=3600)
+    loop.train(small_spec(iterations=30), CPU, lambda name, first, step, v: calls.append((first, len(v))),
+               flush_iterations=7, flush_interval_s=3600)
     assert [n for _, n in calls] == [7, 7, 7, 7, 2]
     assert [f for f, _ in calls] == [0, 7, 14, 21, 28]
 
@@ -85,9 +85,8 @@ def test_both_loss_recorders_hand_over_the_same_batches(recorder: str) -> None:
     """Given the same losses, the CPU's recorder (plain reads) and the GPU's (a device buffer, here made on the
     CPU) flush the same batches, in the recorder's dtype, and track the same best and last loss."""
     batches: list[tuple[int, torch.dtype, list[float]]] = []
-    args = (lambda first, v: batches.append((first, v.dtype, v.tolist())), 2, torch.float32,
-            mlp.Resume(10, torch.zeros(1), torch.zeros(1)))
-    losses = mlp.HostLosses(*args) if recorder == "host" else mlp.DeviceLosses(*args, CPU)
+    args = ("loss", lambda name, first, step, v: batches.append((first, v.dtype, v.tolist())), 2, torch.float32, 10)
+    losses = recorders.HostRecorder(*args) if recorder == "host" else recorders.DeviceRecorder(CPU, *args)
     for value in [5.0, 3.25, 4.0, 1.5, 2.0]:
         if losses.record(torch.tensor(value, dtype=torch.bfloat16)):  # widened exactly
             losses.flush()
@@ -97,31 +96,30 @@ def test_both_loss_recorders_hand_over_the_same_batches(recorder: str) -> None:
 
 
 def test_the_cpu_records_losses_on_the_host() -> None:
-    start = mlp.Resume(0, torch.zeros(1), torch.zeros(1))
-    assert isinstance(mlp.LossRecorder.for_device(print, 4, torch.float32, CPU, start), mlp.HostLosses)
+    assert isinstance(recorders.Recorder.for_device("loss", print, 4, torch.float32, CPU), recorders.HostRecorder)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
 @pytest.mark.parametrize("grad", ["autograd", "manual"])
 def test_other_dtypes_train_and_lower_the_loss(dtype: str, grad: str) -> None:
     losses: list[float] = []
-    result = mlp.train(small_spec(dtype=dtype, grad=grad, iterations=40, lr=1e-3), CPU,
-                       lambda first, v: losses.extend(v.tolist()))
+    result = loop.train(small_spec(dtype=dtype, grad=grad, iterations=40, lr=1e-3), CPU,
+                       lambda name, first, step, v: losses.extend(v.tolist()))
     assert len(losses) == 40 and losses[-1] < losses[0]
-    assert result.w1.dtype == mlp.DTYPES[dtype]
+    assert result.w1.dtype == network.DTYPES[dtype]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_run_matches_cpu_in_float64() -> None:
     spec = small_spec(dtype="float64", iterations=20, lr=1e-3)
     cpu, gpu = [], []
-    mlp.train(spec, CPU, lambda f, v: cpu.extend(v.tolist()))
-    mlp.train(spec, torch.device("cuda"), lambda f, v: gpu.extend(v.tolist()))
+    loop.train(spec, CPU, lambda name, f, step, v: cpu.extend(v.tolist()))
+    loop.train(spec, torch.device("cuda"), lambda name, f, step, v: gpu.extend(v.tolist()))
     assert torch.allclose(torch.tensor(gpu), torch.tensor(cpu), rtol=1e-9)
 
 
-def clone(r: mlp.Resume) -> mlp.Resume:
-    return mlp.Resume(r.iteration, r.w1.clone(), r.w2.clone(), r.best_loss, r.best_iteration, r.last_loss,
+def clone(r: loop.Resume) -> loop.Resume:
+    return loop.Resume(r.iteration, r.w1.clone(), r.w2.clone(), r.best_loss, r.best_iteration, r.last_loss,
                       r.seconds)
 
 
@@ -129,15 +127,15 @@ def test_a_resumed_run_equals_an_uninterrupted_one() -> None:
     """Given a checkpoint at iteration 40, resuming from it gives the uninterrupted run's losses and weights."""
     spec = TrainSpec(iterations=100, seed=5)
     whole: list[float] = []
-    full = mlp.train(spec, CPU, lambda first, v: whole.extend(v.tolist()))
-    snaps: list[mlp.Resume] = []
+    full = loop.train(spec, CPU, lambda name, first, step, v: whole.extend(v.tolist()))
+    snaps: list[loop.Resume] = []
     head: list[tuple[int, list[float]]] = []
-    mlp.train(spec, CPU, lambda first, v: head.append((first, v.tolist())), checkpoint=lambda r: snaps.append(clone(r)),
-              checkpoint_every=40)
+    loop.train(spec, CPU, lambda name, first, step, v: head.append((first, v.tolist())),
+               checkpoint=lambda r: snaps.append(clone(r)), checkpoint_every=40)
     assert [s.iteration for s in snaps] == [40, 80]
     assert [x for first, v in head if first < 40 for x in v] == whole[:40]  # flushed before each checkpoint
     tail: list[float] = []
-    resumed = mlp.train(spec, CPU, lambda first, v: tail.extend(v.tolist()), resume=snaps[0])
+    resumed = loop.train(spec, CPU, lambda name, first, step, v: tail.extend(v.tolist()), resume=snaps[0])
     assert tail == whole[40:]
     assert torch.equal(resumed.w1, full.w1) and torch.equal(resumed.w2, full.w2)
     assert resumed.best_loss == min(whole) and resumed.final_loss == whole[-1]
@@ -149,12 +147,13 @@ def test_should_stop_checkpoints_only_to_hand_back(reason: str, checkpointed: bo
     from shared.errors import Interrupted
 
     seen: list[int] = []
-    snaps: list[mlp.Resume] = []
+    snaps: list[loop.Resume] = []
     with pytest.raises(Interrupted) as stopped:
-        mlp.train(small_spec(iterations=100), CPU, lambda first, v: seen.extend(range(first, first + len(v))),
-                  should_stop=lambda: reason if len(seen) >= 9 else None,
-                  checkpoint=lambda r: snaps.append(clone(r)), checkpoint_every=1000, flush_iterations=3,
-                  flush_interval_s=3600)
+        loop.train(small_spec(iterations=100), CPU,
+                   lambda name, first, step, v: seen.extend(range(first, first + len(v))),
+                   should_stop=lambda: reason if len(seen) >= 9 else None,
+                   checkpoint=lambda r: snaps.append(clone(r)), checkpoint_every=1000, flush_iterations=3,
+                   flush_interval_s=3600)
     # batches of 3: iterations 0-8 were flushed when the stop came at 9 (none pending)
     assert stopped.value.reason == reason and stopped.value.iteration == 9
     assert [s.iteration for s in snaps] == ([9] if checkpointed else [])

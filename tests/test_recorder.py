@@ -10,20 +10,19 @@ import torch
 
 from shared.specs import TrainSpec
 from tests.note_loop import note_loop
-from worker import mlp
+from worker import loop, recorders
 
 CPU = torch.device("cpu")
 INF, NAN = float("inf"), float("nan")
 
 
-def recorder(kind: str, batches: list, size: int, stop: bool) -> mlp.LossRecorder:
+def recorder(kind: str, batches: list, size: int, stop: bool) -> recorders.Recorder:
     """The CPU's recorder, or the GPU's (a device buffer, here made on the CPU), starting at iteration 10."""
-    args = (lambda first, v: batches.append((first, v.tolist())), size, torch.float32,
-            mlp.Resume(10, torch.zeros(1), torch.zeros(1)), )
-    return mlp.HostLosses(*args, stop) if kind == "host" else mlp.DeviceLosses(*args, CPU, stop)
+    args = ("loss", lambda name, first, step, v: batches.append((first, v.tolist())), size, torch.float32, 10, 1)
+    return recorders.HostRecorder(*args, stop) if kind == "host" else recorders.DeviceRecorder(CPU, *args, stop)
 
 
-def feed(losses: mlp.LossRecorder, values: list[float]) -> None:
+def feed(losses: recorders.Recorder, values: list[float]) -> None:
     for v in values:
         if losses.record(torch.tensor(v)):
             losses.flush()
@@ -91,8 +90,8 @@ def test_a_diverged_run_stops_at_its_first_nonfinite_loss() -> None:
     reference, _, _ = note_loop(seed=0, learning_rate=1e-5, iterations=50)
     n = next(k for k, v in enumerate(reference) if not math.isfinite(v))
     seen: list[tuple[int, list[float]]] = []
-    with pytest.raises(mlp.Stopped) as stopped:
-        mlp.train(diverging(), CPU, lambda first, v: seen.append((first, v.tolist())))
+    with pytest.raises(loop.Stopped) as stopped:
+        loop.train(diverging(), CPU, lambda name, first, step, v: seen.append((first, v.tolist())))
     e = stopped.value
     assert str(e) == f"diverged: loss became {reference[n]} at iteration {n}" and e.iteration == n
     history = [x for _, v in seen for x in v]
@@ -108,8 +107,8 @@ def test_a_diverged_run_stops_at_its_first_nonfinite_loss() -> None:
 
 @pytest.mark.parametrize("path", [{"grad": "manual"}, {"fast": True}])
 def test_every_path_stops_alike(path: dict) -> None:
-    with pytest.raises(mlp.Stopped) as stopped:
-        mlp.train(diverging(**path), CPU, lambda first, v: None)
+    with pytest.raises(loop.Stopped) as stopped:
+        loop.train(diverging(**path), CPU, lambda name, first, step, v: None)
     assert stopped.value.reason.startswith("diverged: loss became ")
 
 
@@ -118,7 +117,7 @@ def test_allow_nonfinite_runs_on_as_the_note_does() -> None:
     loop value for value; the best is still the finite minimum."""
     reference, w1, w2 = note_loop(seed=0, learning_rate=1e-5, iterations=50)
     got: list[float] = []
-    result = mlp.train(diverging(allow_nonfinite=True), CPU, lambda first, v: got.extend(v.tolist()))
+    result = loop.train(diverging(allow_nonfinite=True), CPU, lambda name, first, step, v: got.extend(v.tolist()))
     assert same(got, reference) and any(math.isnan(v) for v in got)
     assert result.best_loss == min(v for v in reference if math.isfinite(v))
     assert result.recorded == result.weights_at == 50
@@ -129,10 +128,11 @@ def test_a_stop_on_request_carries_the_weights_of_its_last_iteration() -> None:
     """Given a cancel after 9 iterations, the Stopped error holds the weights after those 9 updates (what
     the job keeps as its weights artifact), equal to the note's loop run for 9 iterations."""
     seen: list[int] = []
-    with pytest.raises(mlp.Stopped) as stopped:
-        mlp.train(TrainSpec(iterations=100, seed=0), CPU, lambda first, v: seen.extend(range(first, first + len(v))),
-                  should_stop=lambda: "cancel" if len(seen) >= 9 else None, flush_iterations=3,
-                  flush_interval_s=3600)
+    with pytest.raises(loop.Stopped) as stopped:
+        loop.train(TrainSpec(iterations=100, seed=0), CPU,
+                   lambda name, first, step, v: seen.extend(range(first, first + len(v))),
+                    should_stop=lambda: "cancel" if len(seen) >= 9 else None, flush_iterations=3,
+                   flush_interval_s=3600)
     e = stopped.value
     _, w1, w2 = note_loop(seed=0, iterations=9)
     assert e.iteration == 9 and e.result.weights_at == 9 and e.result.recorded == 9
@@ -145,12 +145,12 @@ def test_on_a_gpu_the_run_stops_at_the_flush_that_finds_it(monkeypatch) -> None:
     once, and `weights_at` says the weights are those of the flush."""
     reference, _, _ = note_loop(seed=0, learning_rate=1e-5, iterations=50)
     n = next(k for k, v in enumerate(reference) if not math.isfinite(v))
-    monkeypatch.setattr(mlp.LossRecorder, "for_device", lambda sink, size, dtype, device, start, stop_on_nonfinite:
-                        mlp.DeviceLosses(sink, size, dtype, start, CPU, stop_on_nonfinite))
+    monkeypatch.setattr(recorders.Recorder, "for_device", lambda name, sink, size, dtype, device, first, step, stop:
+                        recorders.DeviceRecorder(CPU, name, sink, size, dtype, first, step, stop))
     seen: list[tuple[int, list[float]]] = []
-    with pytest.raises(mlp.Stopped) as stopped:
-        mlp.train(diverging(), CPU, lambda first, v: seen.append((first, v.tolist())), flush_iterations=20,
-                  flush_interval_s=3600)
+    with pytest.raises(loop.Stopped) as stopped:
+        loop.train(diverging(), CPU, lambda name, first, step, v: seen.append((first, v.tolist())),
+                   flush_iterations=20, flush_interval_s=3600)
     e = stopped.value
     assert e.iteration == n < 20 and str(e) == f"diverged: loss became {reference[n]} at iteration {n}"
     assert [first for first, _ in seen] == [0] and same(seen[0][1], reference[: n + 1])

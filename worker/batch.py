@@ -12,10 +12,13 @@ import time
 from typing import Any
 
 from shared.errors import JobFailed
-from shared.protocol import Kind
-from shared.store import Ending, JobState
+from shared.kinds import KINDS
+from shared.store import Ending
+from shared.vocab import JobState, Kind
 from worker import context
-from worker.jobs import decode, execute_op, readable, resolve_device
+from worker.jobs import decode, readable, resolve_device
+
+OPS = KINDS[Kind.OP]  # a batch carries op jobs only (shared/dispatch.send_batch)
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +29,17 @@ def run_batch(batch_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str,
     if args or set(kwargs) != {"jobs"} or not isinstance(items, list) or not all(
             isinstance(i, dict) and isinstance(i.get("id"), str) for i in items):
         raise JobFailed(f"bad batch message {batch_id}: expected jobs=[{{id, spec}}, ...]")
+    execute = OPS.execute()
     states = ctx.store.states([i["id"] for i in items])
     todo = [i for i, state in zip(items, states, strict=True) if state is not None and not state.finished]
     done, failed = [], []
     for item in todo:
         job_id, started = item["id"], time.time()
         try:
-            spec = decode((), {"spec": item.get("spec")}, Kind.OP.value)
+            spec = decode((), {"spec": item.get("spec")}, OPS.kind.value)
             device = resolve_device(spec.device)
-            summary, artifacts = execute_op(job_id, spec, device, ctx)
-            done.append((job_id, ctx.node, str(device), started, summary, artifacts["result"]))
+            summary, artifacts = execute(job_id, spec, device, ctx)
+            done.append((job_id, ctx.node, str(device), started, summary, artifacts[OPS.result]))
         except Exception as e:
             log.error("job %s failed: %s", job_id, readable(e))
             failed.append(Ending(job_id, JobState.FAILED, error=readable(e)))

@@ -12,7 +12,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 log = logging.getLogger(__name__)
 
 
-class Consumer(CeleryConsumer):
+class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery is untyped: its Consumer is Any to mypy
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         super().on_decode_error(message, exc)
         fail_job_of(message, f"bad message: cannot decode it ({type(exc).__name__}: {exc})")

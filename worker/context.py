@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING
 
 from shared import settings as settings_mod
 from shared.keys import Keys
-from shared.leases import Leases
 from shared.redis_conn import connect
 from shared.registry import NodeRegistry
 from shared.store import JobStore
+from shared.vocab import NodeState, StopReason
 
 if TYPE_CHECKING:
+    from shared.leases import Leases
     from shared.settings import Settings
 
 
@@ -47,14 +48,14 @@ class WorkerContext:
         self.current_job = self.lease_holder = self.progress = None
         self.jobs_done += 1
 
-    def stop_reason(self) -> str | None:
+    def stop_reason(self) -> StopReason | None:
         """Why the running job must stop now, if it must: asked once per training iteration."""
         if self.cancel:
-            return "cancel"
+            return StopReason.CANCEL
         if self.handback:
-            return "handback"
+            return StopReason.HANDBACK
         if self.lease_lost:
-            return "lease lost"
+            return StopReason.LEASE_LOST
         return None
 
     def heartbeat_fields(self) -> dict[str, object]:
@@ -63,7 +64,8 @@ class WorkerContext:
         return {"host": socket.gethostname(), "pid": os.getpid(), "queues": ",".join(self.queues),
                 "device": self.device, "gpu_index": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                 "memory_free_bytes": free, "memory_total_bytes": total_mem,
-                "state": "running" if self.current_job else "idle", "job": self.current_job or "",
+                "state": (NodeState.RUNNING if self.current_job else NodeState.IDLE).value,
+                "job": self.current_job or "",
                 "iteration": done, "iterations": total, "jobs_done": self.jobs_done}
 
 
@@ -76,7 +78,7 @@ def init(node: str, queues: list[str]) -> WorkerContext:
     client = connect(settings, check=False)
     keys = Keys(settings.key_prefix)
     store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s)
-    _context = WorkerContext(settings, store, NodeRegistry(client, keys), Leases(client, keys), node, queues)
+    _context = WorkerContext(settings, store, NodeRegistry(client, keys), store.leases, node, queues)
     return _context
 
 

@@ -6,8 +6,12 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.errors import BadInput
+
+if TYPE_CHECKING:
+    import torch  # the launcher imports this module, and never torch
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,11 @@ def select(gpus_arg: str, found: list[Gpu]) -> list[Gpu]:
     return [by_index[i] for i in dict.fromkeys(wanted)]
 
 
-def describe_torch_device(device: object) -> str:
+def describe_torch_device(device: torch.device) -> str:
     """A readable name for a torch.device: the GPU's name, or `cpu`."""
     import torch
 
-    if getattr(device, "type", "cpu") == "cuda":
+    if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"
 
@@ -66,6 +70,7 @@ def gpu_memory() -> tuple[int, int] | None:
     """(free, total) bytes of this process's GPU, once CUDA is up; None on a CPU worker."""
     import torch
 
-    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+    # torch leaves is_initialized unannotated
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         return None
     return torch.cuda.mem_get_info(0)

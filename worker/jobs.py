@@ -9,35 +9,41 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from celery.exceptions import Ignore, Reject
 
 from shared import __version__
 from shared.errors import Interrupted, JobFailed, TensorqError
-from shared.protocol import JobState, Kind
+from shared.kinds import JobKind
 from shared.specs import TensorOpSpec, TrainSpec, parse_spec
+from shared.vocab import Device, JobState, StopReason
 from worker import context, outages
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
-# An executor returns the job's summary and its artifacts (name -> safetensors bytes).
+# A runner (a kind's `runner` in shared/kinds.py) returns the job's summary and its artifacts (name -> bytes).
 Execute = Callable[[str, Any, Any, context.WorkerContext], tuple[dict[str, Any], dict[str, bytes]]]
 TASK_KWARGS = {"spec"}
 
 
-def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any], kind: str,
-            execute: Execute) -> dict[str, Any] | str:
-    """Run `execute(job_id, spec, device, ctx)` exactly once per job, whatever message brought it.
-    Two round trips to Redis around the work: `begin` (lease, state) and `mark_finished` (all it made)."""
+def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any], entry: JobKind
+            ) -> dict[str, Any] | str:
+    """Run the kind's runner, `execute(job_id, spec, device, ctx)`, exactly once per job, whatever message
+    brought it. A leased kind makes two round trips to Redis around the work: `begin` (lease, state) and
+    `mark_finished` (all it made); a pure one, one (see run_pure)."""
     ctx = context.get(node)
     try:
-        spec = decode(args, kwargs, kind)
+        spec = decode(args, kwargs, entry.kind.value)
         device = resolve_device(spec.device)
+        execute = entry.execute()  # the runner's imports (torch) load with the first job, not with the app
     except Exception as e:
         return fail_unless_taken(ctx, job_id, readable(e))
-    if kind == Kind.OP.value:
-        return run_op(ctx, job_id, spec, device)
+    if entry.pure:
+        return run_pure(ctx, job_id, spec, device, entry, execute)
     holder = f"{ctx.node} {uuid.uuid4().hex}"
     outcome = ctx.store.begin(job_id, holder, ctx.node, str(device))
     if outcome == "leased":
@@ -64,21 +70,22 @@ def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any
     return summary
 
 
-def run_op(ctx: context.WorkerContext, job_id: str, spec: TensorOpSpec, device: Any) -> dict[str, Any] | str:
-    """An op takes microseconds and has no side effects, so it runs first and commits after, in one round
-    trip that keeps the first ending: a cancelled or already finished job is left as it was."""
+def run_pure(ctx: context.WorkerContext, job_id: str, spec: Any, device: Any, entry: JobKind,
+             execute: Execute) -> dict[str, Any] | str:
+    """A pure job (an op) takes microseconds and has no side effects, so it runs first and commits after, in
+    one round trip that keeps the first ending: a cancelled or already finished job is left as it was."""
     started = time.time()
     try:
-        summary, artifacts = execute_op(job_id, spec, device, ctx)
+        summary, artifacts = execute(job_id, spec, device, ctx)
     except Exception as e:
         return fail_unless_taken(ctx, job_id, readable(e))
     finally:
         ctx.jobs_done += 1
-    outcome = ctx.store.finish_op(job_id, ctx.node, str(device), started, summary, artifacts["result"])
+    outcome = ctx.store.finish_op(job_id, ctx.node, str(device), started, summary, artifacts[entry.result])
     if outcome != "ok":
         log.warning("job %s was already %s; its result is dropped", job_id, outcome)
         return already_ended(job_id, outcome)
-    return op_outcome(summary)
+    return pure_outcome(entry, summary)
 
 
 def already_ended(job_id: str, state: str) -> dict[str, Any]:
@@ -90,11 +97,11 @@ def already_ended(job_id: str, state: str) -> dict[str, Any]:
     return {"skipped": f"already {state}"}
 
 
-def op_outcome(summary: dict[str, Any]) -> str:
-    """An op task's return value, which only Flower sees (the summary is in the store): one line. Celery
+def pure_outcome(entry: JobKind, summary: dict[str, Any]) -> str:
+    """A pure job's task return value, which only Flower sees (the summary is in the store): one line. Celery
     reprs every return value for its task-succeeded event; returning the whole summary cost the worker about
     0.2 ms of CPU per tiny job (1.95 ms against 1.72 ms, docs/BENCHMARKS.md)."""
-    return f"{summary['op']} -> {summary['dtype']}{summary['shape']} on {summary['device']}"
+    return f"{entry.ended(summary)} on {summary.get('device')}"
 
 
 def fail(ctx: context.WorkerContext, job_id: str, message: str, lease_holder: str | None = None) -> NoReturn:
@@ -125,24 +132,25 @@ def lost(job_id: str) -> NoReturn:
 def interrupted(ctx: context.WorkerContext, job_id: str, holder: str, e: Interrupted) -> NoReturn:
     """A job stopped on request ends cancelled, failed (timeout, divergence), or goes back to its queue. An
     ending keeps what the executor made so far (a training job's weights and summary), when it made any."""
-    if e.reason == "cancel":
+    reason = StopReason.of(e.reason)
+    if reason is StopReason.CANCEL:
         log.warning("job %s cancelled at iteration %d", job_id, e.iteration)
         end_stopped(ctx, job_id, holder, e, JobState.CANCELLED, f"cancelled at iteration {e.iteration}")
         announce_revoked(job_id)
         # Not a failure: Ignore acknowledges the message and sends no task-failed event, so Flower shows the
         # task-revoked event just sent (REVOKED, no traceback), as it would for `celery revoke`.
         raise Ignore() from None
-    if e.reason.startswith("timed out") or e.reason.startswith("diverged"):
-        message = f"{e.reason} (at iteration {e.iteration})" if e.reason.startswith("timed out") else str(e)
+    if reason in (StopReason.TIMED_OUT, StopReason.DIVERGED):
+        message = f"{e.reason} (at iteration {e.iteration})" if reason is StopReason.TIMED_OUT else str(e)
         log.error("job %s failed: %s", job_id, message)
         end_stopped(ctx, job_id, holder, e, JobState.FAILED, message)
         raise JobFailed(message) from None
-    if e.reason == "lease lost":  # another worker runs it now: leave its state alone, drop this message
+    if reason is StopReason.LEASE_LOST:  # another worker runs it now: leave its state alone, drop this message
         lost(job_id)
     log.warning("job %s handed back to its queue at iteration %d (checkpointed)", job_id, e.iteration)
     ctx.handback = False  # one hand-back per signal: a worker that goes on serving runs its next job
     ctx.store.mark_requeued(job_id)
-    ctx.store.release_lease(job_id, holder)
+    ctx.leases.release(job_id, holder)
     raise Reject("handed back by a stopping worker", requeue=True) from None
 
 
@@ -175,19 +183,19 @@ def decode(args: tuple[Any, ...], kwargs: dict[str, Any], kind: str) -> TensorOp
         raise JobFailed(f"bad message: unexpected arguments {unexpected}" if unexpected
                         else "bad message: no spec")
     spec = parse_spec(kwargs["spec"])
-    if spec.kind != kind:
+    if spec.kind.value != kind:
         raise JobFailed(f"a {spec.kind} spec was sent to the {kind} task")
     return spec
 
 
-def resolve_device(requested: str):
+def resolve_device(requested: str) -> torch.device:
     """auto -> this worker's GPU when it has one, else the CPU; cuda on a worker without one fails."""
     import torch
 
     has_cuda = _has_cuda()
-    if requested == "cuda" and not has_cuda:
+    if requested == Device.CUDA and not has_cuda:
         raise JobFailed("the job asks for cuda but this worker has no CUDA device")
-    if requested == "cpu" or not has_cuda:
+    if requested == Device.CPU or not has_cuda:
         return torch.device("cpu")
     return torch.device("cuda", 0)  # the launcher pins each worker process to one GPU
 
@@ -205,7 +213,7 @@ def readable(e: BaseException) -> str:
     return text if isinstance(e, TensorqError) else f"{type(e).__name__}: {text}"
 
 
-def execute_op(job_id: str, spec: TensorOpSpec, device, ctx: context.WorkerContext
+def execute_op(job_id: str, spec: TensorOpSpec, device: torch.device, ctx: context.WorkerContext
                ) -> tuple[dict[str, Any], dict[str, bytes]]:
     import torch
 

@@ -1,5 +1,9 @@
 """`tensorq worker`: one Celery worker process per GPU (or one CPU worker), supervised.
 
+Run as its own module (`python -m worker.launcher --gpus ...`): `tensorq worker` checks its flags and the
+broker, then execs this in its place (same pid, so signals and exit codes are the launcher's own), and the
+producer never imports worker code.
+
 Each child is pinned with CUDA_VISIBLE_DEVICES and runs the solo pool, so CUDA is initialised only in a
 process that never forks. A child that dies is restarted; the others keep serving. A child that crashes on
 its own five times in a minute is given up; one that exits while the broker is not serving (the launcher
@@ -8,23 +12,31 @@ asks Redis: shared/broker_errors.py) is never given up, only restarted with back
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared import broker_errors, defaults, processes
+from shared.errors import BrokerUnreachable, TensorqError
 from shared.keys import Keys
 from shared.protocol import Queue, queues_in_priority_order
-from shared.redis_conn import connect
+from shared.redis_conn import connect, last_failure_message
 from shared.registry import NodeRegistry
-from shared.settings import Settings
+from shared.settings import Settings, resolve, scrub
 from worker import devices
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger("tensorq.worker")
 
@@ -37,11 +49,12 @@ class Child:
     name: str
     queues: list[str]
     gpu: int | None
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     restarts: list[float] | None = None  # when it crashed on its own, within RESTART_WINDOW_S
     restart_at: float | None = None  # exited while the broker was not serving: start it again then
     outage_exits: int = 0  # exits in a row while the broker was not serving (the back-off grows with them)
     given_up: bool = False
+    cpu_threads: int | None = None  # a CPU worker's torch threads (None: one per core)
 
 
 def plan(gpus_arg: str, name: str | None, extra_queues: list[str], host: str | None = None) -> list[Child]:
@@ -73,10 +86,21 @@ def _die_with_parent() -> None:
         pass
 
 
+def cpu_env(threads: int | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """What a CPU worker's OpenMP runtime is told: `threads` (None: one per core, torch's default), and to spin
+    briefly before it sleeps unless the user already said how it waits (defaults.CPU_SPIN_COUNT)."""
+    env = {} if threads is None else {"OMP_NUM_THREADS": str(threads)}
+    if "GOMP_SPINCOUNT" not in environ and "OMP_WAIT_POLICY" not in environ:
+        env["GOMP_SPINCOUNT"] = str(defaults.CPU_SPIN_COUNT)
+    return env
+
+
 def start(child: Child, settings: Settings, loglevel: str) -> None:
     env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url, TENSORQ_KEY_PREFIX=settings.key_prefix,
                TENSORQ_VISIBILITY_TIMEOUT_S=str(settings.visibility_timeout_s),
                CUDA_VISIBLE_DEVICES="" if child.gpu is None else str(child.gpu), PYTHONUNBUFFERED="1")
+    if child.gpu is None:
+        env.update(cpu_env(child.cpu_threads, os.environ))
     cmd = processes.python_module("celery", "-A", "worker.app", "worker", "--hostname", child.name,
                                   "--queues", ",".join(child.queues), "--pool", "solo", "--concurrency", "1",
                                   "--loglevel", loglevel, "--without-gossip", "--without-mingle", "--task-events")
@@ -87,12 +111,14 @@ def start(child: Child, settings: Settings, loglevel: str) -> None:
 
 
 def run(settings: Settings, gpus: str = "all", name: str | None = None, queues: tuple[str, ...] = (),
-        loglevel: str = "INFO") -> int:
+        loglevel: str = "INFO", cpu_threads: int | None = None) -> int:
     """Start and supervise the children until SIGTERM/SIGINT; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] tensorq worker: %(message)s")
     client = connect(settings)
     registry = NodeRegistry(client, Keys(settings.key_prefix))
     children = plan(gpus, name, list(queues))
+    for child in children:
+        child.cpu_threads = cpu_threads
     # `tensorq up` passes an owner token so it can tell its own nodes from others on a shared broker
     claim_names(children, registry, owner=os.environ.get("TENSORQ_NODE_OWNER") or uuid.uuid4().hex)
     for child in children:
@@ -121,7 +147,7 @@ def run(settings: Settings, gpus: str = "all", name: str | None = None, queues: 
     return shutdown(children, signals)
 
 
-def broker_trouble(client: object) -> str | None:
+def broker_trouble(client: redis.Redis) -> str | None:
     """What keeps the broker from serving now, or None when it serves (then a child that exited crashed on
     its own)."""
     try:
@@ -130,7 +156,7 @@ def broker_trouble(client: object) -> str | None:
         return broker_errors.not_now(e)
 
 
-def restart(child: Child, settings: Settings, loglevel: str, client: object = None) -> None:
+def restart(child: Child, settings: Settings, loglevel: str, client: redis.Redis | None = None) -> None:
     code = child.proc.returncode if child.proc else None
     child.proc = None
     now = time.monotonic()
@@ -157,18 +183,53 @@ def shutdown(children: list[Child], signals: list[int]) -> int:
     """Each child hands its running job back (SIGUSR2: checkpoint, then back on its queue, to resume on
     another worker) and stops (SIGTERM, Celery's warm shutdown). A second SIGTERM/SIGINT kills them: their
     jobs' leases lapse and live workers take the jobs back within a minute."""
-    live = [c for c in children if c.proc is not None and c.proc.poll() is None]
+    live = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
     log.info("stopping: running jobs are checkpointed and handed back to their queues (signal again to kill)")
-    for c in live:
-        c.proc.send_signal(signal.SIGUSR2)
-        c.proc.send_signal(signal.SIGTERM)
+    for proc in live:
+        proc.send_signal(signal.SIGUSR2)
+        proc.send_signal(signal.SIGTERM)
     seen, killed = len(signals), False
-    while any(c.proc.poll() is None for c in live):
+    while any(proc.poll() is None for proc in live):
         if not killed and len(signals) > seen:
             log.warning("killing the worker processes now")
-            for c in live:
-                if c.proc.poll() is None:
-                    c.proc.kill()
+            for proc in live:
+                if proc.poll() is None:
+                    proc.kill()
             killed = True
         time.sleep(0.2)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m worker.launcher`: the broker from the environment (`tensorq worker` resolved it), errors as
+    one `error:` line and the exit code the CLI gives them."""
+    parser = argparse.ArgumentParser(prog="tensorq worker")
+    parser.add_argument("--gpus", default="all")
+    parser.add_argument("--name")
+    parser.add_argument("--queue", dest="queues", action="append", default=[])
+    parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--cpu-threads", type=int)
+    opts = parser.parse_args(argv)
+    try:
+        return run(resolve(), opts.gpus, opts.name, tuple(opts.queues), opts.loglevel.upper(), opts.cpu_threads)
+    except TensorqError as e:
+        return _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:  # before the signal handlers are in place
+        return _fail("interrupted", 130)
+    except Exception as e:
+        if broker_errors.not_now(e) is not None:
+            return _fail(last_failure_message(e), BrokerUnreachable.exit_code)
+        if os.environ.get("TENSORQ_DEBUG"):
+            raise
+        return _fail(f"internal error: {type(e).__name__}: {e} (set TENSORQ_DEBUG=1 for the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> int:
+    # as producer/cli.py says it: scrubbed (a library's error may quote the broker's password), first line
+    lines = scrub(message).strip().splitlines()
+    print(f"error: {lines[0] if lines else 'unknown error'}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,16 +1,22 @@
-"""The five tensor ops with torch semantics. Nothing here knows about Celery or Redis."""
+"""The tensor ops with torch semantics: one entry per member of shared.vocab.Op (tests/test_vocab.py fails
+when the two disagree). Nothing here knows about Celery or Redis."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from shared import tensors
 from shared.specs import DataTensor, TensorOpSpec
+from shared.vocab import Op, OpDtype
 
-OPS = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "matmul": torch.matmul}
-DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64,
-          "int32": torch.int32, "int64": torch.int64}
+OPS: dict[Op, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    Op.ADD: torch.add, Op.SUB: torch.sub, Op.MUL: torch.mul, Op.DIV: torch.div, Op.MATMUL: torch.matmul}
+DTYPES: dict[OpDtype, torch.dtype] = {
+    OpDtype.FLOAT16: torch.float16, OpDtype.FLOAT32: torch.float32, OpDtype.FLOAT64: torch.float64,
+    OpDtype.INT32: torch.int32, OpDtype.INT64: torch.int64}
 
 
 def operands(spec: TensorOpSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,12 +35,12 @@ def operands(spec: TensorOpSpec) -> tuple[torch.Tensor, torch.Tensor]:
 def run(spec: TensorOpSpec, device: torch.device) -> tuple[torch.Tensor, torch.device]:
     """(result on the CPU, the device it was computed on)."""
     a, b = operands(spec)
-    if spec.op == "matmul" and a.dtype != b.dtype:
+    if spec.op is Op.MATMUL and a.dtype != b.dtype:
         # torch.matmul refuses mixed dtypes; a user's `[[1, 2], [3, 4]]` means numbers, not int64, so both
         # are promoted as the element-wise ops promote them (int64 @ float32 -> float32)
         common = torch.promote_types(a.dtype, b.dtype)
         a, b = a.to(common), b.to(common)
-    if device.type == "cuda" and spec.op == "matmul" and not a.is_floating_point():
+    if device.type == "cuda" and spec.op is Op.MATMUL and not a.is_floating_point():
         device = torch.device("cpu")  # CUDA has no integer matmul; the CPU gives torch's exact answer
     result = OPS[spec.op](a.to(device), b.to(device))
     return result.cpu(), device

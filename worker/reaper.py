@@ -8,8 +8,8 @@ from typing import Any
 
 from shared import broker_errors
 from shared.dispatch import send_job
-from shared.protocol import JobState
 from shared.specs import parse_spec
+from shared.vocab import JobState
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)

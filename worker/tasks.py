@@ -1,5 +1,5 @@
-"""The Celery tasks: thin shells that hand the message's arguments to worker.jobs.run_job, waiting out a
-broker that is not serving.
+"""The Celery tasks, one per job kind in shared/kinds.py plus the batch of ops: thin shells that hand the
+message's arguments to worker.jobs.run_job, waiting out a broker that is not serving.
 
 They take any arguments, so a message with wrong ones reaches run_job and fails its job with a clear
 reason, instead of failing inside Celery with the job left `queued`.
@@ -13,10 +13,11 @@ from typing import Any
 
 from shared import broker_errors
 from shared.errors import JobCancelled, JobFailed
-from shared.protocol import Kind, TaskName
+from shared.kinds import KINDS, JobKind
+from shared.protocol import TaskName
 from worker import context, outages
 from worker.app import app
-from worker.jobs import execute_op, run_job
+from worker.jobs import run_job
 
 
 def through_broker_outages(task: Callable[..., dict[str, Any] | str]) -> Callable[..., dict[str, Any] | str]:
@@ -37,27 +38,22 @@ def through_broker_outages(task: Callable[..., dict[str, Any] | str]) -> Callabl
     return shell
 
 
-def execute_train(*args: Any) -> dict[str, Any]:
-    from worker.training import execute_train as run  # torch loads with the first job, not with the app
+def _task(entry: JobKind) -> None:
+    """The task for one job kind, named as its registry entry says (shared/kinds.py)."""
 
-    return run(*args)
+    @app.task(name=entry.task.value, bind=True, throws=(JobFailed, JobCancelled))  # type: ignore[untyped-decorator]
+    @through_broker_outages
+    def run(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | str:
+        return run_job(self.request.id, self.request.hostname, args, kwargs, entry)
 
 
-@app.task(name=TaskName.TRAIN.value, bind=True, throws=(JobFailed, JobCancelled))
+for _entry in KINDS.values():
+    _task(_entry)
+
+
+@app.task(name=TaskName.TENSOR_OPS.value, bind=True, throws=(JobFailed,))  # type: ignore[untyped-decorator]
 @through_broker_outages
-def train(self, *args: Any, **kwargs: Any) -> dict[str, Any] | str:
-    return run_job(self.request.id, self.request.hostname, args, kwargs, Kind.TRAIN.value, execute_train)
-
-
-@app.task(name=TaskName.TENSOR_OP.value, bind=True, throws=(JobFailed, JobCancelled))
-@through_broker_outages
-def tensor_op(self, *args: Any, **kwargs: Any) -> dict[str, Any] | str:
-    return run_job(self.request.id, self.request.hostname, args, kwargs, Kind.OP.value, execute_op)
-
-
-@app.task(name=TaskName.TENSOR_OPS.value, bind=True, throws=(JobFailed,))
-@through_broker_outages
-def tensor_ops(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def tensor_ops(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | str:
     from worker.batch import run_batch
 
     return run_batch(self.request.id, self.request.hostname, args, kwargs)

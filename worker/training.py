@@ -1,5 +1,6 @@
-"""A training job on a worker: resume from its checkpoint, run the loop with losses streamed to the store,
-checkpoint as it goes, stop when told, store the weights and the summary, give the GPU memory back."""
+"""A training job on a worker: resume from its checkpoint, run the loop with its metric series streamed to
+the store, checkpoint as it goes, stop when told, store the weights and the summary, give the GPU memory
+back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 import platform
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,11 +16,14 @@ from safetensors.torch import load, save
 
 from shared import __version__, defaults
 from shared.errors import JobFailed
+from shared.series import LOSS
 from shared.specs import TrainSpec
 from shared.tensors import safetensors_metadata
-from worker import mlp
+from shared.vocab import StopReason
+from worker import loop
 from worker.context import WorkerContext
 from worker.devices import describe_torch_device
+from worker.network import DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -26,52 +31,55 @@ log = logging.getLogger(__name__)
 def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContext
                   ) -> tuple[dict[str, Any], dict[str, bytes]]:
     check_fits(spec, device)
+    holder = ctx.lease_holder
+    assert holder is not None  # run_job took the lease before it called this
     resume = load_checkpoint(ctx, job_id)
-    # the history holds exactly the iterations before the resume point (all of it goes on a fresh start)
-    ctx.store.trim_losses_after(job_id, resume.stream_id if resume else None)
+    # each series holds exactly the iterations before the resume point (all of them go on a fresh start)
+    positions = dict(resume.positions) if resume else {}
+    ctx.store.series.trim_after(job_id, positions)
     deadline = time.monotonic() + spec.timeout - (resume.state.seconds if resume else 0.0) if spec.timeout else None
 
-    def sink(first: int, losses: torch.Tensor) -> None:
-        if not ctx.store.append_losses(job_id, first, losses.numpy(), ctx.lease_holder):
+    def sink(name: str, first: int, step: int, values: torch.Tensor) -> None:
+        entry = ctx.store.series.append(job_id, name, first, values.numpy(), step, holder)
+        if entry is None:
             ctx.lease_lost = True  # taken over: the loop stops at its next iteration, writing nothing more
-        ctx.progress = (first + len(losses), spec.iterations)  # the heartbeat reports it
+            return
+        positions[name] = entry  # where the next checkpoint says this series stands
+        if name == LOSS:
+            ctx.progress = (first + len(values), spec.iterations)  # the heartbeat reports it
 
     def should_stop() -> str | None:
         if deadline is not None and time.monotonic() > deadline:
-            return f"timed out after {spec.timeout:g} s"
+            return f"{StopReason.TIMED_OUT} after {spec.timeout:g} s"
         return ctx.stop_reason()
 
     try:
-        result = mlp.train(spec, device, sink, defaults.LOSS_FLUSH_ITERATIONS, defaults.LOSS_FLUSH_INTERVAL_S,
-                           should_stop=should_stop, resume=resume.state if resume else None,
-                           checkpoint=lambda state: save_checkpoint(ctx, job_id, state),
-                           checkpoint_every=spec.checkpoint_every,
-                           checkpoint_interval_s=defaults.CHECKPOINT_INTERVAL_S)
+        result = loop.train(spec, device, sink, defaults.LOSS_FLUSH_ITERATIONS, defaults.LOSS_FLUSH_INTERVAL_S,
+                            should_stop=should_stop, resume=resume.state if resume else None,
+                            checkpoint=lambda state: save_checkpoint(ctx, job_id, holder, state, positions),
+                            checkpoint_every=spec.checkpoint_every,
+                            checkpoint_interval_s=defaults.CHECKPOINT_INTERVAL_S)
         return ending(job_id, spec, device, ctx, result, resume)
-    except mlp.Stopped as e:
-        if e.reason not in KEEPS_NOTHING:  # cancelled, timed out, diverged: it keeps what it made so far
+    except loop.Stopped as e:
+        if StopReason.of(e.reason).keeps_what_it_made:  # cancelled, timed out, diverged
             e.summary, e.artifacts = ending(job_id, spec, device, ctx, e.result, resume)
         raise
     finally:
         release_gpu_memory(device, job_id)
 
 
-# A job that stops for these keeps nothing: it is handed back (and resumes), or another worker has it.
-KEEPS_NOTHING = ("handback", "lease lost")
-
-
-def ending(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContext, result: mlp.TrainResult,
+def ending(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContext, result: loop.TrainResult,
            resume: Checkpoint | None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The summary and the weights artifact of a run that ended, fully or early. `weights_at` says which
     weights they are: those iteration `weights_at` starts from (the spec's iterations for a full run; the
-    last iteration run for a cancelled, timed-out or diverged one, see mlp.train)."""
+    last iteration run for a cancelled, timed-out or diverged one, see loop.train)."""
     # bfloat16 widens exactly to float32, which numpy (and so every client) can read
     weights = {n: (w.float() if w.dtype == torch.bfloat16 else w).cpu().contiguous()
                for n, w in (("w1", result.w1), ("w2", result.w2))}
     blob = save(weights, metadata={"job": job_id, "spec": spec.model_dump_json(),
                                    "weights_at": str(result.weights_at)})
     found = result.best_iteration >= 0  # no finite loss at all: no best
-    summary = {
+    summary: dict[str, Any] = {
         "final_loss": result.final_loss,
         "best_loss": result.best_loss if found else None,
         "best_iteration": result.best_iteration if found else None,
@@ -90,32 +98,50 @@ def ending(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContex
     return summary, {"weights": blob}
 
 
+@dataclass
 class Checkpoint:
-    def __init__(self, state: mlp.Resume, stream_id: str | None) -> None:
-        self.state = state
-        self.stream_id = stream_id  # the last history entry written before it
+    """Where a run stood, where each of its series stood (the stream id of its last entry written before the
+    checkpoint), and the RNG state: one safetensors blob, the rest in its metadata."""
+
+    state: loop.Resume
+    positions: dict[str, str]  # metric name -> stream id; a series not named had nothing yet
+    rng: torch.Tensor
+
+    def to_bytes(self) -> bytes:
+        s = self.state
+        meta = {"iteration": s.iteration, "best_loss": s.best_loss, "best_iteration": s.best_iteration,
+                "last_loss": s.last_loss, "seconds": s.seconds, "series": self.positions,
+                "stream_id": self.positions.get(LOSS)}  # what a worker from before named series reads
+        tensors = {"w1": s.w1.cpu().contiguous(), "w2": s.w2.cpu().contiguous(), "rng": self.rng}
+        return save(tensors, metadata={"state": json.dumps(meta)})
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Checkpoint:
+        tensors = load(blob)
+        meta = json.loads(safetensors_metadata(blob)["state"])
+        # one written before there were named series holds the loss's position alone, as stream_id
+        positions = meta["series"] if "series" in meta else {LOSS: meta["stream_id"]}
+        state = loop.Resume(meta["iteration"], tensors["w1"], tensors["w2"], meta["best_loss"],
+                            meta["best_iteration"], meta["last_loss"], meta["seconds"])
+        return cls(state, {k: v for k, v in positions.items() if v is not None}, tensors["rng"])
 
 
-def save_checkpoint(ctx: WorkerContext, job_id: str, state: mlp.Resume) -> None:
-    """Weights, RNG state, iteration and history position, in one safetensors blob."""
-    meta = {"iteration": state.iteration, "best_loss": state.best_loss, "best_iteration": state.best_iteration,
-            "last_loss": state.last_loss, "seconds": state.seconds, "stream_id": ctx.store.last_loss_id(job_id)}
-    tensors = {"w1": state.w1.cpu().contiguous(), "w2": state.w2.cpu().contiguous(), "rng": torch.get_rng_state()}
-    if not ctx.store.put_checkpoint(job_id, save(tensors, metadata={"state": json.dumps(meta)}), ctx.lease_holder):
+def save_checkpoint(ctx: WorkerContext, job_id: str, holder: str, state: loop.Resume,
+                    positions: dict[str, str]) -> None:
+    """Weights, RNG state, iteration and each series' position, written only while the lease is ours."""
+    blob = Checkpoint(state, dict(positions), torch.get_rng_state()).to_bytes()
+    if not ctx.store.blobs.put_checkpoint(job_id, blob, holder):
         ctx.lease_lost = True
 
 
 def load_checkpoint(ctx: WorkerContext, job_id: str) -> Checkpoint | None:
-    blob = ctx.store.get_checkpoint(job_id)
+    blob = ctx.store.blobs.get_checkpoint(job_id)
     if blob is None:
         return None
-    tensors = load(blob)
-    meta = json.loads(safetensors_metadata(blob)["state"])
-    torch.set_rng_state(tensors["rng"])
-    log.info("job %s resumes from its checkpoint at iteration %d", job_id, meta["iteration"])
-    state = mlp.Resume(meta["iteration"], tensors["w1"], tensors["w2"], meta["best_loss"], meta["best_iteration"],
-                       meta["last_loss"], meta["seconds"])
-    return Checkpoint(state, meta["stream_id"])
+    checkpoint = Checkpoint.from_bytes(blob)
+    torch.set_rng_state(checkpoint.rng)
+    log.info("job %s resumes from its checkpoint at iteration %d", job_id, checkpoint.state.iteration)
+    return checkpoint
 
 
 def check_fits(spec: TrainSpec, device: torch.device) -> None:
@@ -123,7 +149,7 @@ def check_fits(spec: TrainSpec, device: torch.device) -> None:
     if device.type != "cuda":
         return
     b, i, h, o = spec.batch_size, spec.input_size, spec.hidden_size, spec.output_size
-    size = torch.tensor([], dtype=mlp.DTYPES[spec.dtype]).element_size()
+    size = torch.tensor([], dtype=DTYPES[spec.dtype]).element_size()
     # x, y; w1, w2 and their gradients; activations and their gradients (a generous count)
     need = size * (b * i + b * o + 2 * (i * h + h * o) + 4 * b * h + 4 * b * o)
     free, _ = torch.cuda.mem_get_info(device)

@@ -71,18 +71,33 @@ def down(timeout: float) -> None:
 @click.option("--queue", "queues", multiple=True, help="An extra queue to consume (repeatable).")
 @click.option("--loglevel", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--cpu-threads", type=click.IntRange(1), metavar="N",
+              help="Threads a CPU worker's jobs use (default: one per core, waiting briefly before they sleep, so "
+                   "a busy neighbour does not stall them).")
 @broker_option
-def worker(gpus: str, name: str | None, queues: tuple[str, ...], loglevel: str, broker: str | None) -> None:
+def worker(gpus: str, name: str | None, queues: tuple[str, ...], loglevel: str, cpu_threads: int | None,
+           broker: str | None) -> None:
     """Run workers on this node: one Celery process pinned to each GPU, or one CPU worker."""
+    from shared.processes import python_module
     from shared.protocol import check_queue_name
+    from shared.redis_conn import connect
     from shared.settings import resolve
-    from worker import launcher
 
     if name and "@" in name:
         raise click.BadParameter("give the stem only; @host is added", param_hint="--name")
     for q in queues:
         check_queue_name(q)
-    sys.exit(launcher.run(resolve(broker), gpus, name, queues, loglevel.upper()))
+    settings = resolve(broker)
+    connect(settings)  # exit 3 now, said as every command says it
+    # The launcher (worker/launcher.py) runs in this process's place: the same pid, so SIGTERM/SIGINT reach it
+    # and its exit code is this command's. The broker goes through the environment, never argv (`ps`).
+    env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
+    # `--flag=value`: a value that starts with "-" stays a value
+    args = [f"--gpus={gpus}", f"--loglevel={loglevel.upper()}", *([f"--name={name}"] if name else []),
+            *(f"--queue={q}" for q in queues), *([f"--cpu-threads={cpu_threads}"] if cpu_threads else [])]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, python_module("worker.launcher", *args), env)
 
 
 @click.command()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,9 +19,14 @@ from producer.commands.common import (
     report_failures,
     say,
 )
+from producer.commands.submit import choice
+from shared import kinds
 from shared.errors import TensorqError
+from shared.vocab import JobState, Kind
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+if TYPE_CHECKING:
+    from producer.job import Job
+    from shared.store import JobRecord
 
 
 @click.command()
@@ -36,14 +43,14 @@ def status(job_id: str, as_json: bool, broker: str | None) -> None:
     from producer import render
 
     progress = None
-    if record.kind == "train" and record.state == "running":
+    if kinds.has_curves(record.kind) and record.state == JobState.RUNNING:
         from producer.history import latest  # numpy: only for a running job's progress line
 
         progress = latest(store, record.id)
     render.status(record, progress)
 
 
-class Since(click.ParamType):
+class Since(click.ParamType[float]):
     """`30m`, `2h`, `1d` ago, or an ISO date/time: parsed to epoch seconds."""
 
     name = "WHEN"
@@ -59,8 +66,8 @@ class Since(click.ParamType):
 
 
 @click.command("list")
-@click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
-@click.option("--kind", type=click.Choice(["op", "train"]), help="Only jobs of this kind.")
+@click.option("--state", type=choice(JobState), help="Only jobs in this state.")
+@click.option("--kind", type=choice(Kind), help="Only jobs of this kind.")
 @click.option("--since", type=Since(), help="Only jobs submitted since: 30m, 2h, 1d, or a date.")
 @click.option("--group", "group_id", metavar="GROUP", help="Only jobs of this sweep or job file.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=20, show_default=True)
@@ -97,7 +104,7 @@ def wait(job_ids: tuple[str, ...], group_id: str | None, timeout: float | None, 
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         record = job.status()
         progress = None
-        if len(jobs) == 1 and not as_json and record.kind == "train":
+        if len(jobs) == 1 and not as_json and kinds.has_curves(record.kind):
             progress = progress_printer(job.id, record.spec)
         try:
             finals.append(job.wait(timeout=left, on_losses=progress))
@@ -111,7 +118,7 @@ def wait(job_ids: tuple[str, ...], group_id: str | None, timeout: float | None, 
         from producer import render
 
         for final in finals:
-            if final.state == "succeeded":
+            if final.state == JobState.SUCCEEDED:
                 render.summary(final)
     report_failures(finals)
 
@@ -124,33 +131,16 @@ def wait(job_ids: tuple[str, ...], group_id: str | None, timeout: float | None, 
 @broker_option
 def result(job_id: str, output: Path | None, as_json: bool, broker: str | None) -> None:
     """Print (or write) an op job's result tensor, or a training job's summary and weights."""
-    from producer import render
-    from shared import tensors
-    from shared.errors import BadInput
-
     job = client(broker).job(job_id)
     record = job.status()
-    if record.kind == "train":
-        if output is not None:
-            if output.suffix.lower() not in (".safetensors", ".pt"):
-                raise BadInput("a training job's weights are written as .safetensors or .pt")
-            if not output.parent.is_dir():
-                raise BadInput(f"-o: no such folder: {output.parent}")
-            if output.suffix.lower() == ".pt":  # a dict {"w1", "w2"}, for torch.load(..., weights_only=True)
-                tensors.save_pt(tensors.load_safetensors(job.artifact_bytes("weights")), output)
-            else:
-                output.write_bytes(job.artifact_bytes("weights"))
-            click.echo(f"wrote weights w1, w2 of job {job.id}{weights_note(record)} to {output}", err=True)
-            return
-        weights = job.weights()
-        shapes = {k: list(v.shape) for k, v in weights.items()}
-        if as_json:
-            print_json({"id": job.id, "summary": record.summary, "weights": shapes})
-        else:
-            render.summary(record)
-            click.echo("weights " + ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in sorted(shapes.items()))
-                       + weights_note(record))
-        return
+    RESULTS[kinds.of(record.kind).result](job, record, output, as_json)
+
+
+def tensor_result(job: Job, record: JobRecord, output: Path | None, as_json: bool) -> None:
+    """An op job's result tensor: printed, as JSON, or written to a file."""
+    from producer import render
+    from shared import tensors
+
     array = job.result_array()
     if output is not None:
         tensors.save_file(array, output)
@@ -161,10 +151,42 @@ def result(job_id: str, output: Path | None, as_json: bool, broker: str | None) 
         render.tensor(array)
 
 
-def weights_note(record) -> str:
+def weights_result(job: Job, record: JobRecord, output: Path | None, as_json: bool) -> None:
+    """A training job's summary and weights' shapes, or its weights written as .safetensors or .pt."""
+    from producer import render
+    from shared import tensors
+    from shared.errors import BadInput
+
+    if output is not None:
+        if output.suffix.lower() not in (".safetensors", ".pt"):
+            raise BadInput("a training job's weights are written as .safetensors or .pt")
+        if not output.parent.is_dir():
+            raise BadInput(f"-o: no such folder: {output.parent}")
+        if output.suffix.lower() == ".pt":  # a dict {"w1", "w2"}, for torch.load(..., weights_only=True)
+            tensors.save_pt(tensors.load_safetensors(job.artifact_bytes("weights")), output)
+        else:
+            output.write_bytes(job.artifact_bytes("weights"))
+        click.echo(f"wrote weights w1, w2 of job {job.id}{weights_note(record)} to {output}", err=True)
+        return
+    weights = job.weights()
+    shapes = {k: list(v.shape) for k, v in weights.items()}
+    if as_json:
+        print_json({"id": job.id, "summary": record.summary, "weights": shapes})
+    else:
+        render.summary(record)
+        click.echo("weights " + ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in sorted(shapes.items()))
+                   + weights_note(record))
+
+
+# How `result` shows each kind's result artifact (shared/kinds.py names it).
+RESULTS: dict[str, Callable[[Job, JobRecord, Path | None, bool], None]] = {
+    "result": tensor_result, "weights": weights_result}
+
+
+def weights_note(record: JobRecord) -> str:
     """Which weights a job that stopped early kept: those of its last iteration."""
     at = (record.summary or {}).get("weights_at")
-    return f" ({record.state}: as of iteration {at})" if record.state != "succeeded" and at is not None else ""
+    return f" ({record.state}: as of iteration {at})" if record.state != JobState.SUCCEEDED and at is not None else ""
 
 
 @click.command()
@@ -183,9 +205,9 @@ def cancel(job_ids: tuple[str, ...], group_id: str | None, wait_s: float, as_jso
         print_json([f.to_status() for f in finals])
         return
     for f in finals:
-        if f.state == "cancelled":
+        if f.state == JobState.CANCELLED:
             click.echo(f"cancelled {f.id} ({f.error})")
-        elif f.state == "running":
+        elif f.state == JobState.RUNNING:
             say(f"warning: {f.id} is still running; it will stop at its next iteration")
         else:
             click.echo(f"{f.id} had already ended: {f.state}")

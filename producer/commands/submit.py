@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,18 +18,43 @@ from producer.commands.common import (
     report_failures,
     say,
 )
+from shared import kinds
+from shared.defaults import TRAIN
+from shared.vocab import Activation, Device, Grad, JobState, Kind, Loss, Op, OpDtype, Priority, TrainDtype, Word
 
-OPS = ("add", "sub", "mul", "div", "matmul")
-PRIORITIES = ("high", "normal", "low")
+if TYPE_CHECKING:
+    from producer.client import Client
+    from producer.job import Job
 
 
-def submit_options(f):
+def choice(words: type[Word]) -> click.Choice[str]:
+    """A flag's choices: a vocabulary's words (shared/vocab.py), never retyped."""
+    return click.Choice(words.values())
+
+
+class SpecDefault(click.Option):
+    """A flag that defaults to "not given", so the spec's own default decides (a changed default in
+    shared/defaults.py TRAIN reaches jobs from the CLI and from Python alike); --help shows that default."""
+
+    def __init__(self, *args: Any, shown: object = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shown = shown
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        shown = self.shown if self.shown is not None else getattr(TRAIN, self.name or "", None)
+        if shown is not None:
+            extra["default"] = str(shown)
+        return extra
+
+
+def submit_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+        click.option("--device", type=choice(Device), cls=SpecDefault, shown=Device.AUTO,
                      help="auto: a GPU worker when one is alive, else the CPU."),
         click.option("--queue", metavar="NAME", help="Send to this queue (a node group started with "
                                                     "`tensorq worker --queue NAME`) instead of gpu/cpu."),
-        click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True,
+        click.option("--priority", type=choice(Priority), default=Priority.NORMAL.value, show_default=True,
                      help="Workers take high before normal before low."),
         click.option("--wait", is_flag=True, help="Wait for the job, printing progress; exit 1 if it fails."),
         click.option("--watch", is_flag=True, help="Wait with a live progress bar; exit 1 if the job fails."),
@@ -75,17 +101,17 @@ SIGNED_NUMBER = re.compile(r"-(?:\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
 @submit.command("op", cls=SignedOperands)
-@click.argument("op", type=click.Choice(OPS), required=False)
+@click.argument("op", type=choice(Op), required=False)
 @click.argument("a", required=False)
 @click.argument("b", required=False)
 @click.option("--many", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.jsonl",
               help="Many ops, one JSON object per line ({\"op\", \"a\", \"b\"}), sent together in few messages.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Seed for randn:SHAPE operands.")
-@click.option("--dtype", type=click.Choice(["float16", "float32", "float64", "int32", "int64"]),
+@click.option("--dtype", type=choice(OpDtype),
               help="Cast both operands (default: as given; literals read like torch.tensor).")
 @submit_options
 def submit_op(op: str | None, a: str | None, b: str | None, many: Path | None, seed: int | None, dtype: str | None,
-              device: str, queue: str | None, priority: str, wait: bool, watch: bool, as_json: bool,
+              device: str | None, queue: str | None, priority: str, wait: bool, watch: bool, as_json: bool,
               broker: str | None) -> None:
     """Run OP on A and B: each a literal ('[[1., 2.], [3., 4.]]', -1.5, nan), randn:2x2x2, or a
     .npy/.safetensors/.pt/.json file."""
@@ -93,13 +119,15 @@ def submit_op(op: str | None, a: str | None, b: str | None, many: Path | None, s
     if many is not None:
         if op or a or b:
             raise click.UsageError("give either OP A B or --many FILE.jsonl, not both")
-        items = [{"device": device, "dtype": dtype, "seed": seed, **item} for item in read_jsonl(many)]
+        given = {k: v for k, v in (("device", device), ("dtype", dtype), ("seed", seed)) if v is not None}
+        items = [{**given, **item} for item in read_jsonl(many)]
         group_id, jobs = c.submit_ops(items, queue, priority, base_dir=many.parent)
         _after_group(c, group_id, jobs, wait, watch, as_json)
         return
     if not (op and a is not None and b is not None):
         raise click.UsageError("give OP A B (e.g. add '[1,2]' '[3,4]'), or --many FILE.jsonl")
-    job = c.submit_op(op, a, b, device=device, seed=seed, dtype=dtype, queue=queue, priority=priority)
+    job = c.submit_op(op, a, b, device=device or Device.AUTO.value, seed=seed, dtype=dtype, queue=queue,
+                      priority=priority)
     _after_submit(c, job, wait, watch, as_json)
 
 
@@ -125,19 +153,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 @submit.command("train")
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--input-size", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--hidden-size", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--output-size", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--lr", type=float, default=1e-6, show_default=True)
-@click.option("--iterations", type=click.IntRange(1), default=500, show_default=True)
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
-@click.option("--activation", type=click.Choice(["relu", "sigmoid"]), default="relu", show_default=True)
-@click.option("--loss", type=click.Choice(["sse", "ce"]), default="sse", show_default=True)
-@click.option("--grad", type=click.Choice(["autograd", "manual"]), default=None,
-              help="autograd (default) or manual (hand-derived, no graph); --fast implies manual.")
-@click.option("--dtype", type=click.Choice(["float32", "float64", "bfloat16"]), default="float32",
-              show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), cls=SpecDefault)
+@click.option("--input-size", type=click.IntRange(1), cls=SpecDefault)
+@click.option("--hidden-size", type=click.IntRange(1), cls=SpecDefault)
+@click.option("--output-size", type=click.IntRange(1), cls=SpecDefault)
+@click.option("--lr", type=float, cls=SpecDefault)
+@click.option("--iterations", type=click.IntRange(1), cls=SpecDefault)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), cls=SpecDefault)
+@click.option("--activation", type=choice(Activation), cls=SpecDefault)
+@click.option("--loss", type=choice(Loss), cls=SpecDefault)
+@click.option("--grad", type=choice(Grad), cls=SpecDefault,
+              help="autograd or manual (hand-derived, no graph); --fast implies manual.")
+@click.option("--dtype", type=choice(TrainDtype), cls=SpecDefault)
 @click.option("--fast", is_flag=True, default=None,
               help="The fast path: manual gradients in preallocated buffers, weights updated in place.")
 @click.option("--cuda-graph", is_flag=True, default=None, help="The fast path, captured as a CUDA graph (GPU).")
@@ -152,20 +179,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
               help="Run the grid over these values (repeatable; e.g. --sweep lr=1e-6,1e-5).")
 @click.option("--seeds", type=click.IntRange(1), metavar="N", help="Repeat each job with seeds seed .. seed+N-1.")
 @submit_options
-def submit_train(device: str, queue: str | None, priority: str, wait: bool, watch: bool, as_json: bool,
+def submit_train(queue: str | None, priority: str, wait: bool, watch: bool, as_json: bool,
                  broker: str | None, sweeps: tuple[str, ...], seeds: int | None, **options: Any) -> None:
     """Train the note's two-layer network; the loss of every iteration is kept. With --sweep/--seeds, a
     group of jobs: the grid of the swept values times the seeds."""
     from shared.sweeps import parse_sweep_option
 
     c = client(broker)  # specs are checked before Redis is opened
-    options = {k: v for k, v in options.items() if v is not None}
+    options = {k: v for k, v in options.items() if v is not None}  # not given: the spec's defaults decide
     if sweeps or seeds:
         grid = dict(parse_sweep_option(text) for text in sweeps)
-        group_id, jobs = c.sweep({"kind": "train", **options, "device": device}, grid, seeds, queue, priority)
+        group_id, jobs = c.sweep({"kind": Kind.TRAIN.value, **options}, grid, seeds, queue, priority)
         _after_group(c, group_id, jobs, wait, watch, as_json)
         return
-    job = c.submit_train(queue=queue, priority=priority, **options, device=device)
+    job = c.submit_train(queue=queue, priority=priority, **options)
     _after_submit(c, job, wait, watch, as_json)
 
 
@@ -191,9 +218,9 @@ def rerun(job_id: str, changes: tuple[str, ...], wait: bool, watch: bool, as_jso
     _after_submit(c, c.rerun(job_id, updates), wait, watch, as_json)
 
 
-def _after_group(c, group_id: str, jobs: list, wait: bool, watch: bool, as_json: bool) -> None:
+def _after_group(c: Client, group_id: str, jobs: list[Job], wait: bool, watch: bool, as_json: bool) -> None:
     """A group's contract: `--json` prints {"group", "ids"} (with --wait, after the jobs ended)."""
-    records = c.store.get_many([j.id for j in jobs])
+    records = [r for r in c.store.get_many([j.id for j in jobs]) if r is not None]  # all: just written
     if not as_json:
         queues = ", ".join(sorted({r.queue for r in records}))
         say(f"submitted {len(jobs)} jobs as group {group_id} (queue {queues}); `tensorq group {group_id}` ranks them")
@@ -214,14 +241,14 @@ def _after_group(c, group_id: str, jobs: list, wait: bool, watch: bool, as_json:
             from producer import render
 
             for final in finals:  # those that did not succeed are told by report_failures, below
-                if final.state == "succeeded":
+                if final.state == JobState.SUCCEEDED:
                     render.summary(final)
         click.echo(group_id)
     if wait or watch:
         report_failures(finals)
 
 
-def _after_submit(c, job, wait: bool, watch: bool, as_json: bool) -> None:
+def _after_submit(c: Client, job: Job, wait: bool, watch: bool, as_json: bool) -> None:
     record = job.status()
     if not (wait or watch):
         if as_json:
@@ -238,14 +265,15 @@ def _after_submit(c, job, wait: bool, watch: bool, as_json: bool) -> None:
     else:
         from producer.watch import queue_position
 
-        place = queue_position(c.store, record.queue, job.id, record.priority) if record.state == "queued" else None
+        queued = record.state == JobState.QUEUED
+        place = queue_position(c.store, record.queue, job.id, record.priority) if queued else None
         where = f" (#{place} in queue {record.queue})" if place and place > 1 else ""
         say(f"submitted {record.kind} job {job.id} to queue {record.queue}; waiting{where}")
         final = job.wait(on_losses=progress_printer(job.id, record.spec))
-    if not as_json and final.state == "succeeded":
+    if not as_json and final.state == JobState.SUCCEEDED:
         from producer import render
 
-        if final.kind == "op":
+        if kinds.of(final.kind).shown_after_wait:
             render.tensor(job.result_array())
         render.summary(final)
     report_failures([final])

@@ -1,7 +1,8 @@
 """Every broker problem is one line and exit 3, within seconds, never "internal error", and never shows a
-password: malformed URLs, URLs Redis rejects, and servers that are not (plain) Redis. Real processes: the
-CLI against real redis-servers, an HTTP server that answers at once, a server that accepts and says nothing.
-Also: a bad TENSORQ_MAX_* value is refused (exit 2), like TENSORQ_HISTORY_TTL."""
+password: malformed URLs, URLs Redis rejects, and servers that are not (plain) Redis. Real servers: the CLI
+(in-process) against real redis-servers, an HTTP server that answers at once, a server that accepts and says
+nothing. Also: a bad TENSORQ_MAX_* value is refused (exit 2), like TENSORQ_HISTORY_TTL: that CLI is a process
+of its own, as the limits are read from the environment at import."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Tq, free_port, start_secure_redis, stop_process, tq_env
-from tests.e2e.test_cli_errors import assert_one_line_error
-from tests.e2e.test_security import tls  # noqa: F401 - the TLS redis-server fixture
+from tests.support.cli import Cli, assert_one_line_error
+from tests.support.processes import Tq, free_port, stop_process, tq_env
+from tests.support.tls import start_secure_redis
 
-FEW_SECONDS = 8.0  # the CLI's own limit is 3 s per reply (CONNECT_TIMEOUT_S); start-up is the rest
+FEW_SECONDS = 8.0  # the CLI's own limit is 3 s per reply (CONNECT_TIMEOUT_S); start-up (of a process) is the rest
 
 
 def run_timed(url: str, tmp_path, *command: str) -> tuple[object, float]:
     started = time.monotonic()
-    done = Tq(tq_env(url, tmp_path))(*(command or ("list",)), timeout=60)
+    done = Cli(tq_env(url, tmp_path))(*(command or ("list",)), timeout=60)
     return done, time.monotonic() - started
 
 
@@ -77,7 +78,7 @@ def test_rediss_to_a_plain_redis_port_is_one_line_exit_3(redis_server, tmp_path)
     assert "hunter22" not in done.stderr and took < FEW_SECONDS, (done.stderr, took)
 
 
-def test_plain_redis_to_a_tls_port_is_one_line_exit_3_in_seconds(tls, tmp_path) -> None:  # noqa: F811
+def test_plain_redis_to_a_tls_port_is_one_line_exit_3_in_seconds(tls, tmp_path) -> None:
     done, took = run_timed(f"redis://:hunter22@127.0.0.1:{tls.port}/0", tmp_path)
     assert_one_line_error(done, 3, "broker unreachable at redis://:***@")
     assert "internal error" not in done.stderr and "hunter22" not in done.stderr

@@ -6,23 +6,21 @@ from __future__ import annotations
 import json
 import time
 
-from tests.conftest import start_launcher, stop_process, wait_until
-
-LONG = ["--iterations", "2000000", "--batch-size", "8", "--input-size", "16", "--hidden-size", "8",
-        "--output-size", "4", "--device", "cpu"]
+from tests.support.processes import start_launcher, stop_process, wait_until
+from tests.support.training import LONG
 
 
-def status(tq, job_id: str) -> dict:
-    return json.loads(tq("status", job_id, "--json").stdout)
+def status(cli, job_id: str) -> dict:
+    return json.loads(cli("status", job_id, "--json").stdout)
 
 
-def test_cancel_a_running_job_stops_it_within_a_second(tq, client, cpu_worker) -> None:
+def test_cancel_a_running_job_stops_it_within_a_second(cli, client, cpu_worker) -> None:
     """Given a running training job, `tensorq cancel` ends it `cancelled` within a second of the request,
     keeping its partial history; the worker then serves the next job."""
-    job = json.loads(tq("submit", "train", *LONG, "--json").stdout)
+    job = json.loads(cli("submit", "train", *LONG, "--json").stdout)
     wait_until(lambda: len(client.job(job["id"]).losses()) > 0, 60, "losses")
     asked_at = time.time()
-    done = tq("cancel", job["id"])
+    done = cli("cancel", job["id"])
     assert done.returncode == 0, done.stderr
     record = client.job(job["id"]).status()
     stopped_after = record.finished_at - asked_at
@@ -32,12 +30,12 @@ def test_cancel_a_running_job_stops_it_within_a_second(tq, client, cpu_worker) -
     assert stopped_after < 1.0
     stopped_at = int(record.error.rsplit(" ", 1)[1])
     assert len(client.job(job["id"]).losses()) == stopped_at > 0
-    assert tq("submit", "op", "add", "1", "2", "--wait").returncode == 0
+    assert cli("submit", "op", "add", "1", "2", "--wait").returncode == 0
 
 
-def test_a_cancelled_queued_job_never_starts(tq, client, redis_server, tq_home, registry, tmp_path) -> None:
-    job = json.loads(tq("submit", "train", "--iterations", "5", "--queue", "cancel-me", "--json").stdout)
-    done = tq("cancel", job["id"], "--json")
+def test_a_cancelled_queued_job_never_starts(cli, client, redis_server, tq_home, registry, tmp_path) -> None:
+    job = json.loads(cli("submit", "train", "--iterations", "5", "--queue", "cancel-me", "--json").stdout)
+    done = cli("cancel", job["id"], "--json")
     assert done.returncode == 0 and json.loads(done.stdout)[0]["state"] == "cancelled"
     launcher = start_launcher(redis_server.url, tq_home, tmp_path / "w.log", "--gpus", "none", "--queue",
                               "cancel-me", "--name", "late", registry=registry)
@@ -46,16 +44,16 @@ def test_a_cancelled_queued_job_never_starts(tq, client, redis_server, tq_home, 
         time.sleep(0.5)
     finally:
         stop_process(launcher.proc, 40)
-    record = status(tq, job["id"])
+    record = status(cli, job["id"])
     assert record["state"] == "cancelled" and record["worker"] is None and record["attempts"] == 0
     assert "already cancelled; dropping" in (tmp_path / "w.log").read_text()
 
 
-def test_cancel_of_a_finished_job_changes_nothing(tq) -> None:
-    job = json.loads(tq("submit", "op", "add", "1", "2", "--wait", "--json").stdout)
-    done = tq("cancel", job["id"])
+def test_cancel_of_a_finished_job_changes_nothing(cli) -> None:
+    job = json.loads(cli("submit", "op", "add", "1", "2", "--wait", "--json").stdout)
+    done = cli("cancel", job["id"])
     assert done.returncode == 0 and "had already ended: succeeded" in done.stdout
-    assert status(tq, job["id"])["state"] == "succeeded"
+    assert status(cli, job["id"])["state"] == "succeeded"
 
 
 def test_the_python_client_cancels_too(client, cpu_worker) -> None:
@@ -65,8 +63,8 @@ def test_the_python_client_cancels_too(client, cpu_worker) -> None:
     assert job.cancel().state == "cancelled"
 
 
-def test_a_timeout_fails_the_job_and_keeps_its_history(tq, client, cpu_worker) -> None:
-    done = tq("submit", "train", *LONG, "--timeout", "1.5", "--wait", "--json")
+def test_a_timeout_fails_the_job_and_keeps_its_history(cli, client, cpu_worker) -> None:
+    done = cli("submit", "train", *LONG, "--timeout", "1.5", "--wait", "--json")
     assert done.returncode == 1
     record = json.loads(done.stdout)
     assert record["state"] == "failed" and record["error"].startswith("timed out after 1.5 s (at iteration ")

@@ -12,17 +12,8 @@ import pytest
 import torch
 
 import producer
-from shared.errors import BadInput as SharedBadInput
 
 TINY = {"batch_size": 4, "input_size": 5, "hidden_size": 3, "output_size": 2, "iterations": 20, "device": "cpu"}
-
-
-def test_the_errors_a_caller_catches_come_from_producer() -> None:
-    from producer import BadInput, BrokerUnreachable, JobFailed, JobNotFound, TensorqError
-
-    assert BadInput is SharedBadInput and issubclass(JobNotFound, BadInput)
-    assert all(issubclass(e, TensorqError) for e in (BadInput, BrokerUnreachable, JobFailed, JobNotFound))
-    assert set(producer.__all__) >= {"Client", "Job", "BadInput", "JobNotFound", "BrokerUnreachable", "TensorqError"}
 
 
 def test_jobs_since_takes_the_clis_durations(client, cpu_worker) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import jsonschema
 import yaml
 
-from tests.conftest import start_launcher, stop_process, wait_until
+from tests.support.processes import start_launcher, stop_process, wait_until
 
 TINY = {"batch-size": 8, "input-size": 16, "hidden-size": 8, "output-size": 4, "iterations": 60}
 
@@ -17,20 +16,20 @@ def counts(redis_server) -> tuple[int, ...]:
     return (r.zcard("tensorq:jobs"), *(r.llen(q) for q in ("cpu", "cpu.high", "cpu.low", "gpu")))
 
 
-def test_a_job_file_with_one_bad_job_enqueues_nothing(tq, redis_server, tmp_path) -> None:
+def test_a_job_file_with_one_bad_job_enqueues_nothing(cli, redis_server, tmp_path) -> None:
     """Given a file whose third job has a bad field, submit exits 2 naming file, job and field; nothing queued."""
     jobs = [{"kind": "train", **TINY}, {"kind": "op", "op": "add", "a": [1, 2], "b": [3, 4]},
             {"kind": "train", **TINY, "hidden-size": -5}]
     path = tmp_path / "jobs.yaml"
     path.write_text(yaml.safe_dump({"jobs": jobs}))
     before = counts(redis_server)
-    done = tq("submit", "-f", str(path))
+    done = cli("submit", "-f", str(path))
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {path}: job 3: hidden-size: Input should be greater than or equal to 1"
     assert counts(redis_server) == before
 
 
-def test_a_job_file_runs_whole_as_one_group(tq, cpu_worker, tmp_path) -> None:
+def test_a_job_file_runs_whole_as_one_group(cli, cpu_worker, tmp_path) -> None:
     (tmp_path / "b.npy").write_bytes(b"")  # replaced below by a real array
     import numpy as np
 
@@ -38,32 +37,32 @@ def test_a_job_file_runs_whole_as_one_group(tq, cpu_worker, tmp_path) -> None:
     path = tmp_path / "jobs.json"
     path.write_text(json.dumps([{"kind": "op", "op": "matmul", "a": [[1, 2], [3, 4]], "b": "b.npy"},
                                 {"kind": "train", **TINY, "sweep": {"lr": [1e-6, 1e-5]}, "priority": "high"}]))
-    done = tq("submit", "-f", str(path), "--wait", "--json")
+    done = cli("submit", "-f", str(path), "--wait", "--json")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     # with --wait the final status objects are added (keys are only ever added to the contract)
     assert set(out) == {"group", "ids", "jobs"} and len(out["ids"]) == 3
     assert [j["id"] for j in out["jobs"]] == out["ids"] and {j["state"] for j in out["jobs"]} == {"succeeded"}
-    group = json.loads(tq("group", out["group"], "--json").stdout)
+    group = json.loads(cli("group", out["group"], "--json").stdout)
     assert [j["id"] for j in group["jobs"]] == out["ids"] and group["counts"] == {"succeeded": 3}
     assert group["jobs"][1]["priority"] == "high" and group["jobs"][1]["queue"] == "cpu.high"
-    assert json.loads(tq("result", out["ids"][0], "--json").stdout)["data"] == [[3, 3], [7, 7]]
+    assert json.loads(cli("result", out["ids"][0], "--json").stdout)["data"] == [[3, 3], [7, 7]]
 
 
-def test_a_3x3_sweep_on_two_workers_ranks_nine_histories(tq, client, cpu_worker, redis_server, tq_home, registry,
+def test_a_3x3_sweep_on_two_workers_ranks_nine_histories(cli, client, cpu_worker, redis_server, tq_home, registry,
                                                           tmp_path) -> None:
     second = start_launcher(redis_server.url, tq_home, tmp_path / "w2.log", "--gpus", "none", "--name", "sweeper",
                             registry=registry)
     try:
-        done = tq("submit", "train", "--batch-size", "8", "--input-size", "16", "--output-size", "4",
+        done = cli("submit", "train", "--batch-size", "8", "--input-size", "16", "--output-size", "4",
                   "--iterations", "300", "--sweep", "lr=1e-4,3e-4,1e-3", "--sweep", "hidden-size=4,8,16", "--json")
         assert done.returncode == 0, done.stderr
         out = json.loads(done.stdout)
         assert len(out["ids"]) == 9
-        assert tq("wait", *out["ids"], "--timeout", "120").returncode == 0
+        assert cli("wait", *out["ids"], "--timeout", "120").returncode == 0
     finally:
         stop_process(second.proc, 40)
-    group = json.loads(tq("group", out["group"], "--json").stdout)
+    group = json.loads(cli("group", out["group"], "--json").stdout)
     assert group["swept"] == ["hidden_size", "lr"] and group["counts"] == {"succeeded": 9}
     workers = {j["worker"] for j in group["jobs"]}
     assert len(workers) == 2, workers  # both workers took part
@@ -73,29 +72,29 @@ def test_a_3x3_sweep_on_two_workers_ranks_nine_histories(tq, client, cpu_worker,
     assert group["ranking"] == sorted(finals, key=finals.get)
     grid = {(j["spec"]["lr"], j["spec"]["hidden_size"]) for j in group["jobs"]}
     assert grid == {(lr, h) for lr in (1e-4, 3e-4, 1e-3) for h in (4, 8, 16)}
-    shown = tq("group", out["group"])
+    shown = cli("group", out["group"])
     assert shown.returncode == 0 and "HIDDEN-SIZE" in shown.stdout and "9 succeeded" in shown.stdout
     assert shown.stdout.index(group["ranking"][0]) < shown.stdout.index(group["ranking"][-1])
-    compared = json.loads(tq("compare", "--group", out["group"], "--json", "--no-plot").stdout)
+    compared = json.loads(cli("compare", "--group", out["group"], "--json", "--no-plot").stdout)
     assert {row["id"] for row in compared["jobs"]} == set(out["ids"])
     assert set(compared["differing_fields"]) == {"hidden_size", "lr"}
 
 
-def test_seeds_multiply_the_grid(tq, redis_server) -> None:
-    done = tq("submit", "train", "--sweep", "lr=1e-6,1e-5,1e-4", "--sweep", "hidden-size=50,100,200", "--seeds",
+def test_seeds_multiply_the_grid(cli, redis_server) -> None:
+    done = cli("submit", "train", "--sweep", "lr=1e-6,1e-5,1e-4", "--sweep", "hidden-size=50,100,200", "--seeds",
               "3", "--seed", "10", "--queue", "parked", "--json")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert len(out["ids"]) == 27
-    group = json.loads(tq("group", out["group"], "--json").stdout)
+    group = json.loads(cli("group", out["group"], "--json").stdout)
     assert sorted({j["spec"]["seed"] for j in group["jobs"]}) == [10, 11, 12]
-    cancelled = tq("cancel", "--group", out["group"], "--json")
+    cancelled = cli("cancel", "--group", out["group"], "--json")
     assert cancelled.returncode == 0
     assert {j["state"] for j in json.loads(cancelled.stdout)} == {"cancelled"}
-    assert json.loads(tq("group", out["group"], "--json").stdout)["counts"] == {"cancelled": 27}
+    assert json.loads(cli("group", out["group"], "--json").stdout)["counts"] == {"cancelled": 27}
 
 
-def test_a_high_priority_job_runs_next(tq, client, redis_server, tq_home, registry, tmp_path) -> None:
+def test_a_high_priority_job_runs_next(cli, client, redis_server, tq_home, registry, tmp_path) -> None:
     """Given one busy worker and ten normal jobs waiting, a high-priority job submitted after them runs next."""
     worker = start_launcher(redis_server.url, tq_home, tmp_path / "w.log", "--gpus", "none", "--name", "prio",
                             "--queue", "prio", registry=registry)
@@ -114,34 +113,18 @@ def test_a_high_priority_job_runs_next(tq, client, redis_server, tq_home, regist
     assert [j.id for j in normal_order] == [j.id for j in normal]  # FIFO within a level
 
 
-def test_a_rerun_reproduces_the_original_history(tq, client, cpu_worker) -> None:
-    original = json.loads(tq("submit", "train", "--iterations", "200", "--seed", "7", "--wait", "--json").stdout)
-    again = tq("rerun", original["id"], "--wait", "--json")
+def test_a_rerun_reproduces_the_original_history(cli, client, cpu_worker) -> None:
+    original = json.loads(cli("submit", "train", "--iterations", "200", "--seed", "7", "--wait", "--json").stdout)
+    again = cli("rerun", original["id"], "--wait", "--json")
     assert again.returncode == 0, again.stderr
     rerun = json.loads(again.stdout)
     assert rerun["rerun_of"] == original["id"] and rerun["spec"] == original["spec"]
     assert client.job(rerun["id"]).losses() == client.job(original["id"]).losses()
     for key in ("torch", "tensorq", "device", "worker"):
         assert key in rerun["summary"]
-    changed = json.loads(tq("rerun", original["id"], "--set", "lr=2e-6", "--set", "iterations=50", "--wait",
+    changed = json.loads(cli("rerun", original["id"], "--set", "lr=2e-6", "--set", "iterations=50", "--wait",
                             "--json").stdout)
     assert changed["spec"]["lr"] == 2e-6 and changed["spec"]["iterations"] == 50
     assert changed["rerun_of"] == original["id"]
-    bad = tq("rerun", original["id"], "--set", "hidden-size=0")
+    bad = cli("rerun", original["id"], "--set", "hidden-size=0")
     assert bad.returncode == 2 and bad.stderr.startswith("error: --set: hidden-size:")
-
-
-def test_the_schema_checks_job_files(tq) -> None:
-    done = tq("schema")
-    assert done.returncode == 0
-    schema = json.loads(done.stdout)
-    good = [{"kind": "train", "hidden-size": 50, "sweep": {"lr": [1e-6, 1e-5]}, "seeds": 2, "priority": "low"},
-            {"kind": "op", "op": "matmul", "a": "randn:2x3", "b": [[1], [2], [3]], "seed": 1}]
-    jsonschema.validate(good, schema)
-    for bad in ([{"kind": "train", "hiden-size": 50}], [{"kind": "op", "op": "pow", "a": 1, "b": 2}],
-                [{"kind": "train", "priority": "urgent"}]):
-        try:
-            jsonschema.validate(bad, schema)
-        except jsonschema.ValidationError:
-            continue
-        raise AssertionError(f"the schema accepted {bad}")

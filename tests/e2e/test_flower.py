@@ -1,112 +1,31 @@
 """`tensorq flower`: a real Flower, behind basic auth, sees the real worker and the jobs the CLI submits.
 
-One Flower for the module, started before any job it is asked about, so it receives their task events.
+One Flower for the module (the `flower` fixture), started before any job it is asked about, so it receives
+their task events. The CLI runs in-process (`cli`), but `flower` itself, which execs Flower.
 The browser test drives Debian's Chromium through Playwright and saves screenshots to tests/artifacts/.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import CLOSED_BROKER, REPO, Tq, free_port, stop_process, tq_env, wait_until
-from tests.e2e.test_cli_errors import assert_one_line_error
+from tests.support.cli import assert_one_line_error
+from tests.support.flower import PASSWORD, USER, Flower, http_get, poll
+from tests.support.processes import CLOSED_BROKER, REPO, Tq, free_port, tq_env
 
-USER, PASSWORD = "tester", "s3cret"
 ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def http_get(url: str, login: tuple[str, str] | None = (USER, PASSWORD), timeout_s: float = 10) -> tuple[int, str]:
-    """(status, body) of a GET, with basic auth when `login` is given; error statuses are returned, not raised."""
-    headers = {}
-    if login is not None:
-        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-
-
-def poll(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout_s: float, what: str) -> Any:
-    """`fetch()` until `ok` accepts what it returns; fails showing the last value (events arrive asynchronously)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fetch()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout_s} s; last seen: {str(value)[:2000]}")
-        time.sleep(0.2)
-
-
-@dataclass
-class Flower:
-    url: str
-    proc: subprocess.Popen
-    log: Path
-
-    def api(self, path: str) -> Any:
-        status, body = http_get(self.url + path)
-        assert status == 200, (path, status, body[:500])
-        return json.loads(body)
-
-
 @pytest.fixture(scope="module")
-def node(cpu_worker, registry) -> str:
-    """The session worker's Celery node name, as its heartbeat records it (cpu@<host>)."""
-    names = [n["name"] for n in cpu_worker.nodes(registry)]
-    assert len(names) == 1 and names[0].startswith("cpu@"), names
-    return names[0]
-
-
-@pytest.fixture(scope="module")
-def flower(redis_server, tq_home, node, tmp_path_factory) -> Iterator[Flower]:
-    """`tensorq flower --basic-auth tester:s3cret --no-persistent` on a free port. Ready once /healthcheck
-    answers and the worker's heartbeat event has arrived: events published before Flower subscribed are lost."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("logs") / "flower.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "producer", "flower", "--port", str(port),
-                                 "--basic-auth", f"{USER}:{PASSWORD}", "--no-persistent"],
-                                env=tq_env(redis_server.url, tq_home), stdout=out, stderr=subprocess.STDOUT,
-                                cwd=REPO)
-    server = Flower(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        def healthy() -> bool:
-            assert proc.poll() is None, f"flower exited with {proc.returncode}; log:\n{log.read_text()}"
-            try:
-                return http_get(server.url + "/healthcheck", login=None, timeout_s=2)[0] == 200
-            except OSError:  # not listening yet
-                return False
-
-        wait_until(healthy, 60, "flower")
-        online = f'flower_worker_online{{worker="{node}"}} 1.0'
-        poll(lambda: http_get(server.url + "/metrics")[1], lambda m: online in m, 20,
-             f"Flower received no heartbeat event from {node}")
-        yield server
-    finally:
-        stop_process(proc)
-
-
-@pytest.fixture(scope="module")
-def train_job(flower, tq) -> dict[str, Any]:
+def train_job(flower, cli) -> dict[str, Any]:
     """A 50-iteration training job, submitted (after Flower started) and waited for; its `status --json`."""
-    done = tq("submit", "train", "--iterations", "50", "--wait", "--json")
+    done = cli("submit", "train", "--iterations", "50", "--wait", "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -138,8 +57,8 @@ def test_a_training_job_shows_as_a_readable_successful_task(flower, train_job) -
     assert repr(train_job["summary"]["final_loss"]) in task["result"], task["result"]
 
 
-def test_an_op_job_shows_as_a_tensor_op_task(flower, tq) -> None:
-    done = tq("submit", "op", "add", "[1,2]", "[3,4]", "--wait", "--json")
+def test_an_op_job_shows_as_a_tensor_op_task(flower, cli) -> None:
+    done = cli("submit", "op", "add", "[1,2]", "[3,4]", "--wait", "--json")
     assert done.returncode == 0, done.stderr
     task = finished_task(flower, json.loads(done.stdout)["id"])
     assert task["name"] == "tensorq.tensor_op"

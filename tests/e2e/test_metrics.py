@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
+from tests.support.processes import (
     REPO,
     RedisServer,
     free_port,
@@ -218,9 +218,9 @@ def test_a_scrape_costs_the_same_with_100_and_100000_jobs(tmp_path):
 
     from producer.exporter import TensorqCollector
     from shared.keys import Keys
-    from shared.protocol import JobState
     from shared.registry import NodeRegistry
     from shared.store import Ending, JobStore
+    from shared.vocab import JobState
 
     server = start_redis(tmp_path / "redis")
     try:

@@ -12,7 +12,7 @@ import pytest
 from kombu import Connection, Exchange, Producer
 
 from producer.client import new_job_id
-from tests.conftest import wait_until
+from tests.support.processes import wait_until
 
 VALID = {"kind": "train", "iterations": 3, "hidden_size": 4}
 MARKER = "/tmp/tensorq-poison-was-unpickled"
@@ -98,7 +98,7 @@ def test_a_garbage_json_body_fails_its_job(client, redis_server, worker_pid, reg
 
 
 def test_items_that_are_not_messages_are_dropped_and_the_worker_serves_on(client, redis_server, worker_pid,
-                                                                          registry, cpu_worker, tq) -> None:
+                                                                          registry, cpu_worker, cli) -> None:
     """Given garbage bytes, JSON that is no envelope and a message naming no job, each is logged and dropped;
     then a valid job succeeds on the same worker process."""
     r = redis_server.client()
@@ -107,7 +107,7 @@ def test_items_that_are_not_messages_are_dropped_and_the_worker_serves_on(client
     r.lpush("cpu", json.dumps([1, 2, 3]))
     r.lpush("cpu", json.dumps({"properties": {}, "body": ""}))  # an envelope without a delivery tag
     client.celery.send_task("tensorq.train", kwargs={"spec": {"kind": "nope"}}, task_id="no-such-job", queue="cpu")
-    done = tq("submit", "train", "--iterations", "5", "--wait", "--json")
+    done = cli("submit", "train", "--iterations", "5", "--wait", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["state"] == "succeeded"
     assert cpu_worker.nodes(registry)[0]["pid"] == worker_pid

@@ -1,32 +1,21 @@
 """The README's own examples run exactly as printed: every ```python block is run and every ```yaml block is
-submitted as a job file, against a real Redis and a real CPU worker, so the README cannot drift again."""
+submitted as a job file (by the CLI in-process), against a real Redis and a real CPU worker, so the README cannot
+drift again. (That the blocks exist, and the job files' schema: tests/test_schema.py.)"""
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import jsonschema
 import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import REPO, Tq, tq_env
-
-FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
-
-
-def blocks(language: str) -> list[str]:
-    text = (REPO / "README.md").read_text()
-    return [body for lang, body in FENCE.findall(text) if lang == language]
-
-
-def test_the_readme_has_the_examples_this_file_runs() -> None:
-    assert blocks("python"), "no ```python block in README.md"
-    assert blocks("yaml"), "no ```yaml block in README.md"
+from tests.support.cli import Cli
+from tests.support.processes import tq_env
+from tests.support.readme import blocks
 
 
 @pytest.mark.parametrize("code", blocks("python"), ids=lambda c: c.strip().splitlines()[0][:40])
@@ -50,33 +39,12 @@ def job_file_folder(tmp_path: Path, yaml_text: str) -> Path:
 
 
 @pytest.mark.parametrize("yaml_text", blocks("yaml"), ids=lambda t: f"{len(t.splitlines())}-lines")
-def test_yaml_block_validates_against_the_printed_schema(yaml_text: str, tq: Tq) -> None:
-    """Given `tensorq schema`, Then the README's job file (the `{jobs: [...]}` form, hyphenated or snake_case
-    fields) is valid under it, as an editor would check it."""
-    printed = tq("schema")
-    assert printed.returncode == 0, printed.stderr
-    schema = json.loads(printed.stdout)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(yaml.safe_load(yaml_text))]
-    assert not errors, errors
-
-
-def test_schema_accepts_snake_case_and_refuses_typos(tq: Tq) -> None:
-    schema = json.loads(tq("schema").stdout)
-    validator = jsonschema.Draft202012Validator(schema)
-    assert validator.is_valid([{"kind": "train", "hidden_size": 10}])
-    assert validator.is_valid({"jobs": [{"kind": "train", "hidden-size": 10}]})
-    assert not validator.is_valid([{"kind": "train", "hiden_size": 10}])
-    assert not validator.is_valid({"jobs": []})
-
-
-@pytest.mark.parametrize("yaml_text", blocks("yaml"), ids=lambda t: f"{len(t.splitlines())}-lines")
-def test_yaml_block_submits_and_every_job_succeeds(yaml_text: str, tq: Tq, cpu_worker, tmp_path: Path) -> None:
+def test_yaml_block_submits_and_every_job_succeeds(yaml_text: str, cli: Cli, cpu_worker, tmp_path: Path) -> None:
     """Given the README's job file verbatim (its weights.npy holding floats), When it is submitted with --wait,
     Then every job it stands for succeeds."""
     path = job_file_folder(tmp_path, yaml_text)
-    done = tq("submit", "-f", str(path), "--wait", "--json", timeout=600)
+    done = cli("submit", "-f", str(path), "--wait", "--json", timeout=600)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    states = [json.loads(tq("status", j, "--json").stdout)["state"] for j in out["ids"]]
+    states = [json.loads(cli("status", j, "--json").stdout)["state"] for j in out["ids"]]
     assert states and set(states) == {"succeeded"}, states

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
 import subprocess
 import sys
 import urllib.error
@@ -20,36 +19,15 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
-from shared.celery_app import celery_config, make_celery
 from shared.keys import Keys
-from shared.redis_conn import tls_options, without_tls_options
 from shared.registry import NodeRegistry
-from shared.settings import Settings
-from shared.settings import mask_url as masked
-from tests.conftest import (
-    REPO,
-    Launcher,
-    SecureRedis,
-    Tq,
-    free_port,
-    make_ca,
-    make_server_cert,
-    start_launcher,
-    start_secure_redis,
-    stop_process,
-    tls_redis_server_binary,
-    tq_env,
-    wait_until,
-)
-from tests.e2e.test_cli_errors import assert_one_line_error
+from tests.support.cli import PROCESS_COMMANDS, Cli, assert_one_line_error
+from tests.support.processes import REPO, Launcher, Tq, free_port, start_launcher, stop_process, tq_env, wait_until
+from tests.support.tls import PASSWORD, URL_PASSWORD, SecureRedis, start_secure_redis
 
-# A password with a character that must be %-encoded in a URL, so every process has to decode it alike.
-PASSWORD = "Tq-s3cret/pw-91f4"
-URL_PASSWORD = quote(PASSWORD, safe="")
 SECRETS = (PASSWORD, URL_PASSWORD)
 FLOWER_LOGIN = ("tester", "flower-pw")
 
@@ -69,7 +47,7 @@ class Fleet:
 
     redis: SecureRedis
     worker: Launcher
-    tq: Tq
+    cli: Cli
     home: Path
 
 
@@ -84,7 +62,7 @@ def password_fleet(tmp_path_factory) -> Iterator[Fleet]:
     try:
         worker = start_launcher(url, home, tmp / "worker.log", "--gpus", "none", registry=registry_for(server))
         try:
-            yield Fleet(server, worker, Tq(tq_env(url, home)), home)
+            yield Fleet(server, worker, Cli(tq_env(url, home)), home)
         finally:
             stop_process(worker.proc, 40)
     finally:
@@ -97,23 +75,23 @@ def test_a_worker_serves_a_cli_job_on_a_password_broker_and_the_password_never_s
     """Given Redis with a password and a worker started with the URL carrying it,
     when the CLI submits a training job and waits,
     then the job succeeds, and the password is in none of the worker's log, `workers`, `status`, `list`."""
-    tq = password_fleet.tq
-    done = tq("submit", "train", "--iterations", "20", "--wait", "--json")
+    cli = password_fleet.cli
+    done = cli("submit", "train", "--iterations", "20", "--wait", "--json")
     assert done.returncode == 0, done.stderr
     job = json.loads(done.stdout)
     assert job["state"] == "succeeded" and job["summary"]["iterations"] == 20
     assert_no_secret(done.stdout + done.stderr, "submit's output")
 
-    workers = tq("workers", "--json")
+    workers = cli("workers", "--json")
     assert workers.returncode == 0, workers.stderr
     assert [n["name"] for n in json.loads(workers.stdout)] == [job["worker"]]
     assert_no_secret(workers.stdout + workers.stderr, "`tensorq workers --json`")
 
-    status = tq("status", job["id"], "--json")
+    status = cli("status", job["id"], "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["id"] == job["id"], status.stderr
     assert_no_secret(status.stdout + status.stderr, "`tensorq status --json`")
 
-    listed = tq("list", "--json")
+    listed = cli("list", "--json")
     assert listed.returncode == 0 and job["id"] in listed.stdout, listed.stderr
     assert_no_secret(listed.stdout + listed.stderr, "`tensorq list --json`")
 
@@ -128,8 +106,7 @@ def test_a_wrong_or_missing_password_is_exit_3_and_masked(password_fleet, tmp_pa
     then it exits 3 with one line that names the broker with its password masked."""
     port = password_fleet.redis.url.rsplit(":", 1)[1].split("/")[0]
     userinfo = f":{password}@" if password else ""
-    tq = Tq(tq_env(f"redis://{userinfo}127.0.0.1:{port}/0", tmp_path))
-    done = tq("list", timeout=30)
+    done = Cli(tq_env(f"redis://{userinfo}127.0.0.1:{port}/0", tmp_path))("list", timeout=30)
     assert_one_line_error(done, 3, f"127.0.0.1:{port}/0")
     if password:
         assert ":***@" in done.stderr and password not in done.stderr
@@ -147,52 +124,14 @@ def test_an_unreachable_broker_error_never_shows_the_password(tmp_path, command,
     (also one given as ?password=)."""
     ca = tmp_path / "ca.pem"
     ca.write_text("never read: nothing answers on port 1\n")
-    done = Tq(tq_env(url.format(ca=ca), tmp_path))(*command, timeout=30)
+    env = tq_env(url.format(ca=ca), tmp_path)
+    done = (Tq(env) if command[0] in PROCESS_COMMANDS else Cli(env))(*command, timeout=30)
     assert_one_line_error(done, 3, "broker unreachable at ")
     assert ":***@127.0.0.1:1/0" in done.stderr
     assert_no_secret(done.stderr + done.stdout, "the error")
 
 
 # --- TLS ----------------------------------------------------------------------------------------------
-
-@dataclass
-class Tls:
-    """A TLS-only redis-server with a password, and the URLs that reach it."""
-
-    redis: SecureRedis
-    port: int
-    ca: Path
-    other_ca: Path
-
-    def url(self, ca: Path | None = None, query: str | None = None, password: str = URL_PASSWORD) -> str:
-        query = f"ssl_ca_certs={ca or self.ca}" if query is None else query
-        return f"rediss://:{password}@127.0.0.1:{self.port}/0" + (f"?{query}" if query else "")
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory) -> Iterator[Tls]:
-    """One TLS redis-server for the module: its own throwaway CA and a certificate for 127.0.0.1/localhost;
-    plain TCP off (`--port 0`), clients not asked for certificates. A second, unrelated CA to be distrusted."""
-    binary, tried = tls_redis_server_binary()
-    if binary is None:
-        pytest.fail("no redis-server built with TLS was found, so TLS cannot be tested (install Debian's "
-                    "redis-server package or set TENSORQ_TEST_TLS_REDIS=/path/to/redis-server); tried: "
-                    + "; ".join(tried), pytrace=False)
-    tmp = tmp_path_factory.mktemp("tls")
-    ca = make_ca(tmp / "pki", "ca")
-    cert, key = make_server_cert(tmp / "pki", ca)
-    other_ca, _ = make_ca(tmp / "other-pki", "other-ca")
-    port = free_port()
-    url = f"rediss://:{URL_PASSWORD}@127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca[0]}"
-    server = start_secure_redis(tmp / "redis", url, "--port", "0", "--tls-port", str(port),
-                                "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-                                "--tls-ca-cert-file", str(ca[0]), "--tls-auth-clients", "no",
-                                "--requirepass", PASSWORD, binary=binary)
-    try:
-        yield Tls(server, port, ca[0], other_ca)
-    finally:
-        stop_process(server.proc)
-
 
 @pytest.fixture(scope="module")
 def tls_fleet(tls, tmp_path_factory) -> Iterator[Fleet]:
@@ -202,25 +141,25 @@ def tls_fleet(tls, tmp_path_factory) -> Iterator[Fleet]:
     worker = start_launcher(tls.redis.url, home, tmp / "worker.log", "--gpus", "none",
                             registry=registry_for(tls.redis))
     try:
-        yield Fleet(tls.redis, worker, Tq(tq_env(tls.redis.url, home)), home)
+        yield Fleet(tls.redis, worker, Cli(tq_env(tls.redis.url, home)), home)
     finally:
         stop_process(worker.proc, 40)
 
 
 def test_the_tls_server_refuses_plain_tcp(tls, tmp_path) -> None:
     """Given the TLS port, when a client speaks plain redis:// to it, then it cannot get in (exit 3)."""
-    done = Tq(tq_env(f"redis://:{URL_PASSWORD}@127.0.0.1:{tls.port}/0", tmp_path))("list", timeout=30)
+    done = Cli(tq_env(f"redis://:{URL_PASSWORD}@127.0.0.1:{tls.port}/0", tmp_path))("list", timeout=30)
     assert_one_line_error(done, 3, "broker unreachable")
 
 
 def test_a_worker_serves_a_cli_job_over_tls(tls_fleet) -> None:
     """Given a TLS broker and a worker on it, when the CLI submits over TLS and waits, then the job succeeds;
     the password shows neither in the worker's log nor in the CLI's output."""
-    done = tls_fleet.tq("submit", "train", "--iterations", "20", "--wait", "--json")
+    done = tls_fleet.cli("submit", "train", "--iterations", "20", "--wait", "--json")
     assert done.returncode == 0, done.stderr
     job = json.loads(done.stdout)
     assert job["state"] == "succeeded" and job["summary"]["iterations"] == 20
-    workers = tls_fleet.tq("workers", "--json")
+    workers = tls_fleet.cli("workers", "--json")
     assert workers.returncode == 0 and job["worker"] in workers.stdout, workers.stderr
     log = tls_fleet.worker.log.read_text(errors="replace")
     assert "rediss://" in log and "Traceback" not in log, log[-3000:]
@@ -247,7 +186,7 @@ def test_flower_over_tls_sees_the_worker_and_the_queues(tls_fleet, tmp_path) -> 
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "producer", "flower", "--port", str(port), "--no-persistent",
                                  "--basic-auth", ":".join(FLOWER_LOGIN)],
-                                env=tls_fleet.tq.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+                                env=tls_fleet.cli.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     node = registry_for(tls_fleet.redis).live()[0]["name"]
     try:
@@ -280,7 +219,8 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(tls, tmp_path, command, 
     url = tls.url(ca=tls.other_ca) if trust == "other-ca" else tls.url(query="")
     if command[0] == "flower":
         command = [*command, "--port", str(free_port())]
-    done = Tq(tq_env(url, tmp_path))(*command, timeout=30)
+    env = tq_env(url, tmp_path)
+    done = (Tq(env) if command[0] in PROCESS_COMMANDS else Cli(env))(*command, timeout=30)
     assert_one_line_error(done, 3, "certificate verify failed")
     assert f"rediss://:***@127.0.0.1:{tls.port}/0" in done.stderr
     assert_no_secret(done.stderr + done.stdout, "the error")
@@ -289,59 +229,9 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(tls, tmp_path, command, 
 def test_a_bad_tls_option_is_a_one_line_error(tls, tmp_path) -> None:
     """Given a misspelt TLS option, a TLS option on a redis:// URL, or a CA file that is not there,
     then exit 3 and one line saying which."""
-    done = Tq(tq_env(tls.url(query=f"ssl_ca_cert={tls.ca}"), tmp_path))("list", timeout=30)
+    done = Cli(tq_env(tls.url(query=f"ssl_ca_cert={tls.ca}"), tmp_path))("list", timeout=30)
     assert_one_line_error(done, 3, "unknown TLS option ssl_ca_cert")
-    done = Tq(tq_env(f"redis://127.0.0.1:{tls.port}/0?ssl_ca_certs={tls.ca}", tmp_path))("list", timeout=30)
+    done = Cli(tq_env(f"redis://127.0.0.1:{tls.port}/0?ssl_ca_certs={tls.ca}", tmp_path))("list", timeout=30)
     assert_one_line_error(done, 3, "TLS options need a rediss:// URL")
-    done = Tq(tq_env(tls.url(ca=tmp_path / "missing.pem"), tmp_path))("list", timeout=30)
+    done = Cli(tq_env(tls.url(ca=tmp_path / "missing.pem"), tmp_path))("list", timeout=30)
     assert_one_line_error(done, 3, f"ssl_ca_certs: no readable file {tmp_path / 'missing.pem'}")
-
-
-# --- how one URL becomes each library's settings (in-process, no server) -----------------------------
-
-def settings(url: str) -> Settings:
-    return Settings(url, "env", Path("/nonexistent"))
-
-
-@pytest.mark.parametrize("query,reqs", [
-    ("", ssl.CERT_REQUIRED), ("ssl_cert_reqs=required", ssl.CERT_REQUIRED),
-    ("ssl_cert_reqs=CERT_REQUIRED", ssl.CERT_REQUIRED), ("ssl_cert_reqs=optional", ssl.CERT_OPTIONAL),
-    ("ssl_cert_reqs=none", ssl.CERT_NONE),
-])
-def test_certificate_checks_are_on_unless_the_url_turns_them_off(query, reqs) -> None:
-    """Given a rediss:// URL, then Celery gets broker_use_ssl with the URL's ssl_cert_reqs, `required` when
-    it says nothing (Celery alone would turn checks off), and a broker URL without the ssl_* query."""
-    url = f"rediss://:pw@redis.example:6380/1?{query}"
-    conf = celery_config(settings(url))
-    assert conf["broker_use_ssl"] == tls_options(url) and conf["broker_use_ssl"]["ssl_cert_reqs"] == reqs
-    assert conf["broker_url"] == without_tls_options(url) and "ssl_" not in conf["broker_url"]
-    with make_celery(settings(url)).connection_for_write() as conn:  # what kombu will hand redis-py
-        assert conn.ssl["ssl_cert_reqs"] == reqs and conn.transport_cls == "rediss"
-
-
-def test_tls_options_from_the_url() -> None:
-    url = ("rediss://h:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem"
-           "&ssl_check_hostname=false&socket_timeout=5")
-    assert tls_options(url) == {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": "/ca.pem",
-                                "ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem", "ssl_check_hostname": False}
-    assert without_tls_options(url) == "rediss://h:6380/0?socket_timeout=5"
-    plain = "redis://:pw@h:6379/0"
-    assert tls_options(plain) is None and without_tls_options(plain) == plain
-    assert celery_config(settings(plain))["broker_use_ssl"] is None
-
-
-@pytest.mark.parametrize("url,error", [
-    ("rediss://h/0?ssl_cert_reqs=maybe", "ssl_cert_reqs='maybe'"),
-    ("rediss://h/0?ssl_check_hostname=perhaps", "ssl_check_hostname='perhaps'"),
-    ("rediss://h/0?ssl_ca_cert=/ca.pem", "unknown TLS option ssl_ca_cert"),
-    ("redis://h/0?ssl_ca_certs=/ca.pem", "need a rediss:// URL"),
-])
-def test_bad_tls_options_are_refused(url, error) -> None:
-    with pytest.raises(ValueError, match=error.replace("?", r"\?")):
-        tls_options(url)
-
-
-def test_masked_hides_the_password_and_secret_query_values() -> None:
-    assert masked("rediss://u:pw@h:6380/0?ssl_ca_certs=/ca.pem") == "rediss://u:***@h:6380/0?ssl_ca_certs=/ca.pem"
-    assert masked("redis://h/0?password=pw&db=1") == "redis://h/0?password=***&db=1"
-    assert masked("redis://h:6379/0") == "redis://h:6379/0"

@@ -11,8 +11,8 @@ import urllib.request
 import redis
 
 from producer import stack
-from tests.conftest import REPO, free_port, wait_until
-from tests.e2e.test_cli_errors import assert_one_line_error
+from tests.support.cli import assert_one_line_error
+from tests.support.processes import REPO, free_port, wait_until
 
 
 def run(env: dict, *args: str, timeout: float = 180):
@@ -96,18 +96,11 @@ def test_a_busy_explicit_port_is_refused_and_a_busy_default_is_skipped(tmp_path)
     assert said and f"port {port} is in use by another program; starting Redis on port {chosen}" in said[0]
 
 
-def test_down_without_up_says_so(tmp_path) -> None:
-    done = run(stack_env(tmp_path / "home"), "down")
-    assert done.returncode == 0 and "nothing to stop" in done.stderr
-
-
 def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path) -> None:
     """Given `tensorq up` in the foreground (started from a script, where SIGINT may be ignored), Ctrl-C
     (SIGINT) stops the workers and Redis and removes the record."""
     import signal
     import subprocess
-
-    from tests.conftest import wait_until
 
     env = stack_env(tmp_path / "home")
     up = subprocess.Popen([sys.executable, "-m", "producer", "up", "--no-flower", "--gpus", "none", "--redis-port",

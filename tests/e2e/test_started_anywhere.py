@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from producer import stack
-from tests.conftest import free_port
-from tests.e2e.test_cli_errors import assert_one_line_error
+from tests.support.cli import assert_one_line_error
+from tests.support.processes import free_port
 
 TENSORQ = str(Path(sys.executable).parent / "tensorq")
 

@@ -13,9 +13,10 @@ import pytest
 
 from shared.keys import Keys
 from shared.leases import Leases
-from shared.protocol import JobState, Kind
 from shared.store import JobStore
-from tests.conftest import start_redis, stop_process
+from shared.vocab import JobState, Kind
+from tests.support.cli import Cli
+from tests.support.processes import start_redis, stop_process, tq_env
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_every_state_change_keeps_the_indexes_and_counts_true(redis_client, tmp_
     assert store.fail_if_waiting(op_fail, "bad message") is None
     assert store.begin(train_back, "h1", "w", "cpu") == "ok"
     store.mark_requeued(train_back)  # a stopping worker hands it back...
-    store.release_lease(train_back, "h1")
+    leases.release(train_back, "h1")
     assert store.begin(train_back, "h2", "w", "cpu") == "ok"  # ...and another resumes it
     assert store.begin(train_lapse, "h3", "w", "cpu") == "ok"
     r.delete(keys.lease(train_lapse))  # its worker died: the lease lapses
@@ -154,7 +155,6 @@ def test_the_cli_lists_a_group_by_state(tmp_path: Path):
     Then it prints the two queued ones, newest first; an unknown group is one line and exit 2.
     """
     from shared.groups import GroupStore
-    from tests.conftest import Tq, tq_env
 
     server = start_redis(tmp_path / "redis")
     try:
@@ -167,11 +167,11 @@ def test_the_cli_lists_a_group_by_state(tmp_path: Path):
         GroupStore(r, keys).create("gg", ids, [], "sweep")
         store.finish_op(ids[1], "w", "cpu", time.time(), {}, b"x")
         store.mark_finished(ids[3], JobState.FAILED, error="boom")
-        tq = Tq(tq_env(server.url, tmp_path / "home"))
-        done = tq("list", "--group", "gg", "--state", "queued", "--json")
+        cli = Cli(tq_env(server.url, tmp_path / "home"))
+        done = cli("list", "--group", "gg", "--state", "queued", "--json")
         assert done.returncode == 0, done.stderr
         assert [j["id"] for j in json.loads(done.stdout)] == [ids[2], ids[0]]
-        missing = tq("list", "--group", "nosuch")
+        missing = cli("list", "--group", "nosuch")
         assert missing.returncode == 2 and missing.stderr.strip() == "error: no group 'nosuch'"
     finally:
         stop_process(server.proc)

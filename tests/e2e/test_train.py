@@ -12,17 +12,17 @@ from safetensors.numpy import load
 from tests.note_loop import note_loop
 
 
-def test_history_weights_and_summary_equal_the_note_loop(tq, cpu_worker, client) -> None:
+def test_history_weights_and_summary_equal_the_note_loop(cli, cpu_worker, client) -> None:
     """Given `submit train --iterations 500 --seed 0`, the history equals the inline loop value for value."""
-    done = tq("submit", "train", "--iterations", "500", "--seed", "0", "--wait", "--json")
+    done = cli("submit", "train", "--iterations", "500", "--seed", "0", "--wait", "--json")
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     expected_losses, w1, w2 = note_loop(seed=0, iterations=500)
 
     # the history, every iteration, through the CLI's json and csv exports and the client
-    as_json = json.loads(tq("history", status["id"], "--format", "json").stdout)
+    as_json = json.loads(cli("history", status["id"], "--format", "json").stdout)
     assert as_json["loss"] == expected_losses
-    csv = np.loadtxt(io.StringIO(tq("history", status["id"], "--format", "csv").stdout), delimiter=",",
+    csv = np.loadtxt(io.StringIO(cli("history", status["id"], "--format", "csv").stdout), delimiter=",",
                      skiprows=1)
     assert csv[:, 0].tolist() == list(range(500)) and csv[:, 1].tolist() == expected_losses
     job = client.job(status["id"])
@@ -42,8 +42,8 @@ def test_history_weights_and_summary_equal_the_note_loop(tq, cpu_worker, client)
     assert status["device"] == "cpu" and status["error"] is None
 
 
-def test_wait_prints_progress_and_the_summary(tq, cpu_worker) -> None:
-    done = tq("submit", "train", "--iterations", "300", "--hidden-size", "20", "--wait")
+def test_wait_prints_progress_and_the_summary(cli, cpu_worker) -> None:
+    done = cli("submit", "train", "--iterations", "300", "--hidden-size", "20", "--wait")
     assert done.returncode == 0, done.stderr
     assert "iteration 300/300" in done.stdout
     assert "succeeded" in done.stdout and "final loss" in done.stdout
@@ -69,32 +69,32 @@ def send_raw(client, task: str, spec: object) -> str:
     return job_id
 
 
-def test_a_job_that_fails_on_the_worker_ends_failed_and_wait_exits_1(tq, cpu_worker, client) -> None:
+def test_a_job_that_fails_on_the_worker_ends_failed_and_wait_exits_1(cli, cpu_worker, client) -> None:
     """Given a spec the worker's own checks reject, the job ends `failed` with the reason; `wait` exits 1."""
     job_id = send_raw(client, "tensorq.train", {"kind": "train", "hidden_size": 0})
-    waited = tq("wait", job_id, "--timeout", "60")
+    waited = cli("wait", job_id, "--timeout", "60")
     assert waited.returncode == 1
     assert "hidden-size" in waited.stderr and "Traceback" not in waited.stderr
-    status = json.loads(tq("status", job_id, "--json").stdout)
+    status = json.loads(cli("status", job_id, "--json").stdout)
     assert status["state"] == "failed" and status["error"].startswith("hidden-size:")
-    assert tq("result", job_id).returncode == 1
+    assert cli("result", job_id).returncode == 1
 
 
-def test_a_spec_sent_to_the_wrong_task_fails_cleanly(tq, cpu_worker, client) -> None:
+def test_a_spec_sent_to_the_wrong_task_fails_cleanly(cli, cpu_worker, client) -> None:
     job_id = send_raw(client, "tensorq.tensor_op", {"kind": "train", "iterations": 3})
-    assert tq("wait", job_id, "--timeout", "60").returncode == 1
-    status = json.loads(tq("status", job_id, "--json").stdout)
+    assert cli("wait", job_id, "--timeout", "60").returncode == 1
+    status = json.loads(cli("status", job_id, "--json").stdout)
     assert "op task" in status["error"]
     # and the worker is still serving
-    assert tq("submit", "train", "--iterations", "2", "--wait").returncode == 0
+    assert cli("submit", "train", "--iterations", "2", "--wait").returncode == 0
 
 
-def test_status_json_contract(tq, cpu_worker) -> None:
-    sub = tq("submit", "train", "--iterations", "10", "--json")
+def test_status_json_contract(cli, cpu_worker) -> None:
+    sub = cli("submit", "train", "--iterations", "10", "--json")
     job_id = json.loads(sub.stdout)["id"]
-    done = tq("submit", "train", "--iterations", "1", "--wait", "--json")  # FIFO: ours ran before this one
+    done = cli("submit", "train", "--iterations", "1", "--wait", "--json")  # FIFO: ours ran before this one
     assert done.returncode == 0
-    status = json.loads(tq("status", job_id, "--json").stdout)
+    status = json.loads(cli("status", job_id, "--json").stdout)
     for key in ("id", "state", "worker", "device", "error", "summary"):
         assert key in status
     assert status["id"] == job_id and status["state"] == "succeeded"

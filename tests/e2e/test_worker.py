@@ -7,7 +7,8 @@ import os
 import signal
 import socket
 
-from tests.conftest import start_launcher, stop_process, wait_until
+from tests.support.cli import Cli
+from tests.support.processes import start_launcher, start_redis, stop_process, tq_env, wait_until
 
 
 def test_node_names_are_unique_on_one_host(redis_server, tq_home, registry, cpu_worker, tmp_path) -> None:
@@ -20,7 +21,7 @@ def test_node_names_are_unique_on_one_host(redis_server, tq_home, registry, cpu_
         stop_process(second.proc, 40)
 
 
-def test_a_dead_worker_process_is_restarted(redis_server, tq_home, registry, tmp_path, tq) -> None:
+def test_a_dead_worker_process_is_restarted(redis_server, tq_home, registry, tmp_path) -> None:
     """Given a launcher whose worker process is SIGKILLed, the launcher lives on and starts a new one."""
     launcher = start_launcher(redis_server.url, tq_home, tmp_path / "w.log", "--gpus", "none", "--name", "crashy",
                               registry=registry)
@@ -50,7 +51,7 @@ def test_auto_routes_to_gpu_only_when_a_gpu_worker_is_alive(client, registry) ->
     assert client.route("auto") == "cpu" and client.route("cuda") == "gpu"
 
 
-def test_a_busy_worker_heartbeats_its_job(client, registry, cpu_worker, tq) -> None:
+def test_a_busy_worker_heartbeats_its_job(client, registry, cpu_worker, cli) -> None:
     """Given a worker busy with a long job, `tensorq workers --json` still answers at once, naming the job."""
     job = client.submit_train(iterations=3000, hidden_size=400, device="cpu", allow_nonfinite=True)
 
@@ -59,7 +60,7 @@ def test_a_busy_worker_heartbeats_its_job(client, registry, cpu_worker, tq) -> N
 
     wait_until(busy_with_it, 60, "busy heartbeat")
     wait_until(lambda: any(n.get("iteration") for n in registry.live() if n.get("job") == job.id), 60, "progress")
-    listed = tq("workers", "--json", timeout=10)
+    listed = cli("workers", "--json", timeout=10)
     assert listed.returncode == 0, listed.stderr
     [node] = [n for n in json.loads(listed.stdout) if n["job"] == job.id]
     assert node["state"] == "running" and node["queues"] == ["cpu", "cpu.high", "cpu.low"] and node["device"] == "cpu"
@@ -70,15 +71,13 @@ def test_a_busy_worker_heartbeats_its_job(client, registry, cpu_worker, tq) -> N
     assert job.wait(timeout=120).state == "succeeded"
 
 
-def test_workers_here_is_a_health_check(tq, cpu_worker, redis_server, tmp_path) -> None:
+def test_workers_here_is_a_health_check(cli, cpu_worker, redis_server, tmp_path) -> None:
     """Given a live worker on this host, `workers --here` exits 0; on a broker with no workers, 1."""
-    here = tq("workers", "--here", "--json")
+    here = cli("workers", "--here", "--json")
     assert here.returncode == 0 and all(n["host"] == socket.gethostname() for n in json.loads(here.stdout))
-    from tests.conftest import Tq, start_redis, stop_process, tq_env
-
     empty = start_redis(tmp_path / "empty-redis")
     try:
-        lonely = Tq(tq_env(empty.url, tmp_path))("workers", "--here")
+        lonely = Cli(tq_env(empty.url, tmp_path))("workers", "--here")
         assert lonely.returncode == 1 and "no live worker on" in lonely.stderr
     finally:
         stop_process(empty.proc)
