@@ -8,7 +8,9 @@ import os
 import platform
 import sys
 import time
+from typing import Any
 
+from bench.measures import Result
 from bench.stack import Stack
 
 
@@ -16,6 +18,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--quick", action="store_true", help="fewer jobs and rounds (a smoke run)")
+    parser.add_argument("--neighbour", action="store_true",
+                        help="only the CPU job quiet and beside a busy process (setsid), as a CPU worker runs it")
     parser.add_argument("--scale", action="store_true",
                         help="only the store at 1,000,000 jobs: filtered list, scrape time, bytes per op job")
     args = parser.parse_args()
@@ -23,6 +27,10 @@ def main() -> int:
         from bench import scale
 
         return scale.run(args.json)
+    if args.neighbour:
+        from bench import neighbour
+
+        return _report(neighbour.run(1000, 1 if args.quick else 3), args.json, args.quick)
     n, rounds, iterations = (60, 1, 1000) if args.quick else (300, 3, 5000)
     pair_rounds = 4 if args.quick else 8  # the training pairs are the noisiest: more rounds, an even number
 
@@ -43,19 +51,23 @@ def main() -> int:
     finally:
         stack.stop()
 
+    return _report(results, args.json, args.quick, floor)
+
+
+def _report(results: list[Result], as_json: bool, quick: bool, floor: dict[str, Any] | None = None) -> int:
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} {platform.machine()}, "
-              f"{os.cpu_count()} CPUs, Python {platform.python_version()}", "quick": args.quick,
-              "results": [r.as_dict() for r in results], "noise_floor": floor}
-    if args.json:
+              f"{os.cpu_count()} CPUs, Python {platform.python_version()}", "quick": quick,
+              "results": [r.as_dict() for r in results], **({"noise_floor": floor} if floor else {})}
+    if as_json:
         print(json.dumps(report, indent=2))
     else:
         print(f"tensorq benchmarks, {report['date']}, {report['machine']}")
         for r in results:
             print(f"  {'ok ' if r.met else 'MISS'} {r.name}: tensorq {r.tensorq:g} {r.unit}, yardstick "
                   f"{r.yardstick:g} {r.unit}: ratio {r.ratio:.3f} (goal {r.goal}) - {r.detail}")
-        print(f"  noise floor, {floor['name']}: ratio {floor['ratio']:.3f} - {floor['detail']}")
+        if floor:
+            print(f"  noise floor, {floor['name']}: ratio {floor['ratio']:.3f} - {floor['detail']}")
     return 0 if all(r.met for r in results) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
