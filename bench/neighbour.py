@@ -23,6 +23,7 @@ torch.manual_seed(0)
 x, y = torch.randn(64, 1000), torch.randn(64, 10)
 w1, w2 = torch.randn(1000, 100, requires_grad=True), torch.randn(100, 10, requires_grad=True)
 def step():
+    global w1, w2
     loss = (x.mm(w1).clamp(min=0).mm(w2) - y).pow(2).sum()
     loss.item()
     loss.backward()

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from tests.support.processes import REPO
+from tests.support.processes import REPO, as_a_terminal_starts_it
 from tests.support.training import TINY
 
 
@@ -25,7 +25,8 @@ def run_in_pty(env: dict, *args: str, stop_when: str | None = None, timeout: flo
     screen shows that text. Returns (exit code, everything the terminal received)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "producer", *args], stdin=slave, stdout=slave, stderr=slave,
-                            env={**env, "COLUMNS": "160", "TERM": "xterm-256color"}, cwd=REPO, close_fds=True)
+                            env={**env, "COLUMNS": "160", "TERM": "xterm-256color"}, cwd=REPO, close_fds=True,
+                            preexec_fn=as_a_terminal_starts_it)
     os.close(slave)
     seen, deadline, interrupted = b"", time.monotonic() + timeout, False
     while True:

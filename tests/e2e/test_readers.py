@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.support.processes import REPO, wait_until
+from tests.support.processes import REPO, as_a_terminal_starts_it, wait_until
 from tests.support.training import LONG, TINY
 
 
@@ -150,7 +150,7 @@ def run_in_narrow_pty(env: dict, *args: str, stop_when: str, columns: int, timeo
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "producer", *args], stdin=slave, stdout=slave, stderr=slave,
                             env={**env, "COLUMNS": str(columns), "TERM": "xterm-256color"}, cwd=REPO,
-                            close_fds=True)
+                            close_fds=True, preexec_fn=as_a_terminal_starts_it)
     os.close(slave)
     seen, deadline, interrupted = b"", time.monotonic() + timeout, False
     while True:

@@ -154,3 +154,12 @@ def start_launcher(broker: str, home: Path, log: Path, *args: str, ready_nodes: 
             stop_process(proc, 40)
             raise
     return launcher
+
+
+def as_a_terminal_starts_it() -> None:
+    """`preexec_fn` for a CLI run on a pty: Ctrl-C (SIGINT) at its default, as a shell in a terminal leaves it. A
+    test suite started in the background of a non-interactive shell inherits SIGINT ignored, and a child that
+    inherits it ignored never sees the Ctrl-C the test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
