@@ -42,3 +42,9 @@ def test_every_submit_path_refuses_a_priority_no_worker_reads(client, submit) ->
     with pytest.raises(producer.BadInput, match="priority"):
         submit(client)
     assert len(client.jobs(limit=100_000)) == before  # nothing enqueued
+
+
+def test_an_op_jobs_losses_are_none_as_before(client, cpu_worker) -> None:
+    op = client.submit_op("add", 1, 2, device="cpu")
+    op.wait(timeout=60)
+    assert op.losses() == []
