@@ -69,6 +69,7 @@ class Client:
         self._store: JobStore | None = None
         self._celery: Any = None
         self._served: tuple[float, set[str]] | None = None  # (when read, queues live workers consume)
+        self._datasets: dict[str, bytes] = {}  # sha256 -> blob: datasets read, sent with the first job using them
 
     @property
     def store(self) -> JobStore:
@@ -202,7 +203,7 @@ class Client:
         from shared.specs import parse_spec
         from shared.sweeps import Planned
 
-        return self._enqueue([Planned(parse_spec(spec), priority, queue)])[0]
+        return self._enqueue([Planned(parse_spec(self._with_data(spec)), priority, queue)])[0]
 
     def sweep(self, spec: dict[str, Any], sweep: dict[str, list[Any]], seeds: int | None = None,
               queue: str | None = None, priority: str = Priority.NORMAL.value) -> tuple[str, list[Job]]:
@@ -210,7 +211,8 @@ class Client:
         `spec` is a training job's unless it says `"kind": "op"`. Returns (group id, the jobs)."""
         from shared.sweeps import expand
 
-        entry = {"kind": Kind.TRAIN.value, **spec, "sweep": sweep, "seeds": seeds, "priority": priority, "queue": queue}
+        entry = {"kind": Kind.TRAIN.value, **self._with_data(spec), "sweep": sweep, "seeds": seeds,
+                 "priority": priority, "queue": queue}
         planned = expand({k: v for k, v in entry.items() if v is not None}, "sweep")
         return self.submit_group(planned, "sweep")
 
@@ -220,7 +222,7 @@ class Client:
         from shared.sweeps import load_job_file
 
         path = Path(path)
-        return self.submit_group(load_job_file(path, file_operand), path.name)
+        return self.submit_group(load_job_file(path, file_operand, self._with_data), path.name)
 
     def submit_group(self, planned: list[Planned], source: str) -> tuple[str, list[Job]]:
         from shared.groups import GroupStore
@@ -238,8 +240,10 @@ class Client:
 
         original = self.store.require(job_id)
         spec = {**original.spec, **{field_name(k): v for k, v in (changes or {}).items()}}
+        if "dataset" in spec:  # a new dataset by name replaces the job's own
+            spec.pop("data", None)
         try:
-            parsed = parse_spec(spec)
+            parsed = parse_spec(self._with_data(spec))
         except BadInput as e:
             raise BadInput(f"--set: {e}") from None
         base = original.queue.rsplit(".", 1)[0] if original.priority != Priority.NORMAL else original.queue
@@ -266,6 +270,7 @@ class Client:
                 raise BadInput("--cuda-graph needs a GPU worker, and none is alive: the job would fail on a CPU "
                                "worker (use --device cuda to queue it until a GPU worker starts)")
             routed.append((new_job_id(), p, queue_for(base, p.priority)))
+        self._send_datasets(planned)
         store.create_many([(job_id, p.spec.kind.value, p.spec.model_dump(mode="json"), queue,
                             {"priority": p.priority, "group": group, "rerun_of": rerun_of})
                            for job_id, p, queue in routed])
@@ -273,6 +278,33 @@ class Client:
                     for job_id, p, queue in routed], group, on_sent)
         self._warn_unserved({queue for _, _, queue in routed})
         return [Job(self, job_id) for job_id, _, _ in routed]
+
+    def _with_data(self, spec: dict[str, Any], base_dir: Path | None = None, where: str = "data") -> dict[str, Any]:
+        """A training spec's `data` (a file, an (x, y) pair) or `dataset` (a name) read and checked now, before
+        anything is enqueued; the spec then holds the dataset's reference, and its blob waits to be sent."""
+        if not isinstance(spec, dict) or spec.get("kind", Kind.TRAIN.value) != Kind.TRAIN.value:
+            return spec
+        if "data" not in spec and "dataset" not in spec:
+            return spec
+        from shared import datasets
+
+        resolved, dataset = datasets.resolve({k.replace("-", "_"): v for k, v in spec.items()}, base_dir, where)
+        if dataset is not None:
+            self._datasets[dataset.sha256] = dataset.blob
+        return resolved
+
+    def _send_datasets(self, planned: list[Planned]) -> None:
+        """Each dataset the jobs train on reaches the broker once, under its hash, before any job names it (one
+        already there is not sent again); one a rerun names that is gone is an error before anything is sent."""
+        from shared.specs import TrainSpec
+
+        refs = [p.spec.data for p in planned if isinstance(p.spec, TrainSpec) and p.spec.data is not None]
+        for sha in dict.fromkeys(ref.sha256 for ref in refs):
+            blob = self._datasets.get(sha)
+            if blob is not None:
+                self.store.blobs.put_dataset(sha, blob)
+            elif not self.store.blobs.has_dataset(sha):
+                raise BadInput(f"dataset {sha[:12]} is no longer in the broker: submit the job again with its data")
 
     def _send(self, messages: Sequence[tuple[list[str], Callable[[], object]]], group: str | None,
               on_sent: Callable[[list[str]], None] | None = None) -> None:

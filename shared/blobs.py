@@ -1,5 +1,6 @@
 """Blobs: a job's artifacts (`result`, `weights`) and its checkpoint, safetensors bytes kept in Redis up to
-the inline limit; a larger one goes to a file under TENSORQ_HOME/artifacts and Redis holds its path."""
+the inline limit; a larger one goes to a file under TENSORQ_HOME/artifacts and Redis holds its path. And the
+datasets jobs train on, by hash (always in Redis: a dataset's limits keep it under the inline limit)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,22 @@ class Blobs:
 
     def get_checkpoint(self, job_id: str) -> bytes | None:
         return self.get(self.keys.checkpoint(job_id))
+
+    # --- datasets -------------------------------------------------------------------------------------
+
+    def put_dataset(self, sha256: str, blob: bytes) -> bool:
+        """Store a dataset under its hash unless it is there already (its bytes are sent only then). True when
+        this call stored it."""
+        key = self.keys.dataset(sha256)
+        if self.redis.exists(key):
+            return False
+        return bool(self.redis.set(key, blob, nx=True))
+
+    def has_dataset(self, sha256: str) -> bool:
+        return bool(self.redis.exists(self.keys.dataset(sha256)))
+
+    def get_dataset(self, sha256: str) -> bytes | None:
+        return blob(self.redis.get(self.keys.dataset(sha256)))
 
     # --- any blob ------------------------------------------------------------------------------------
 

@@ -24,6 +24,11 @@ class Keys:
         """String: an artifact's bytes (safetensors), when small enough to live in Redis."""
         return f"{self.prefix}job:{job_id}:artifact:{name}"
 
+    def dataset(self, sha256: str) -> str:
+        """String: a dataset's bytes (safetensors `x`, `y`), stored once under their SHA-256 however many jobs
+        train on it (shared/datasets.py); kept until deleted (no job owns it)."""
+        return f"{self.prefix}dataset:{sha256}"
+
     def lease(self, job_id: str) -> str:
         """String with a TTL: `<node> <token>` of the worker running the job; gone = nobody runs it."""
         return f"{self.prefix}job:{job_id}:lease"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from shared import defaults, kinds, leases
@@ -24,6 +25,29 @@ if TYPE_CHECKING:
     import redis
 
 LOSS = "loss"  # the series every training job has: its step's own output, every iteration
+VAL_LOSS, ACCURACY, VAL_ACCURACY = "val_loss", "accuracy", "val_accuracy"
+
+
+@dataclass(frozen=True)
+class Known:
+    """A metric tensorq records (worker/loop.py's METRICS measures them): which way is better, and what it is."""
+
+    higher_is_better: bool
+    what: str
+
+
+# Every metric the loop may record, the light half (the CLI ranks and labels by it without torch); a metric
+# not named here (a user's own) counts as lower-is-better, as a loss does.
+KNOWN: dict[str, Known] = {
+    LOSS: Known(False, "the training step's loss, summed over its rows"),
+    VAL_LOSS: Known(False, "the loss summed over the held-out rows"),
+    ACCURACY: Known(True, "the share of training rows classified right"),
+    VAL_ACCURACY: Known(True, "the share of held-out rows classified right"),
+}
+
+
+def higher_is_better(name: str) -> bool:
+    return name in KNOWN and KNOWN[name].higher_is_better
 FIELD = "series:"  # a record field per series: `series:<name>` = its step
 NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # Values are packed as float32 unless they are float64, so a float32 run's values are kept exactly.

@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared import defaults, kinds, shapes
+from shared import defaults, kinds, series, shapes
 from shared.defaults import TRAIN
 from shared.errors import BadInput
 from shared.tensors import WIRE_DTYPES
@@ -112,12 +112,25 @@ class TensorOpSpec(_Spec):
         return "float32" if self.op is Op.DIV and not common.startswith("float") else common
 
 
+class DataRef(_Spec):
+    """A dataset the job trains on, by reference: its blob is stored once, under its hash (shared/datasets.py)."""
+
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    name: Annotated[str, Field(min_length=1, max_length=200)]  # a file's name, or a bundled dataset's
+    rows: Annotated[int, Field(ge=2, strict=True)]
+    inputs: LayerSize
+    outputs: LayerSize
+    classes: Annotated[int, Field(ge=2, strict=True)] | None = None  # y holds class ids 0..classes-1
+
+
 class TrainSpec(_Spec):
-    """The study note's two-layer network trained by plain gradient descent."""
+    """The study note's two-layer network trained by plain gradient descent, on `torch.randn` rows or on a
+    dataset (`data`): then the seed fixes the split, the initial weights and the mini-batch order."""
 
     kind: Literal[Kind.TRAIN] = Kind.TRAIN
-    # every default is shared/defaults.py's TRAIN, which the CLI's --help shows without importing this module
-    batch_size: LayerSize = TRAIN.batch_size
+    # every default is shared/defaults.py's TRAIN, which the CLI's --help shows without importing this module;
+    # batch_size None (with data only): every training row, every iteration
+    batch_size: LayerSize | None = TRAIN.batch_size
     input_size: LayerSize = TRAIN.input_size
     hidden_size: LayerSize = TRAIN.hidden_size
     output_size: LayerSize = TRAIN.output_size
@@ -135,11 +148,35 @@ class TrainSpec(_Spec):
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds of training; then `failed`
     checkpoint_every: int | None = Field(None, ge=1, strict=True)  # iterations; None: about every 30 s
     allow_nonfinite: bool = False  # run on through inf/nan losses (the note's loop) instead of failing `diverged`
+    data: DataRef | None = None  # None: torch.randn rows, as the note has it
+    val_fraction: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False)  # rows held out (a seeded split)
+    standardize: bool = False  # inputs scaled by the training split's mean and std
+    eval_every: int | None = Field(None, ge=1, strict=True)  # iterations; None: 20 evaluations a run
 
     def describe(self) -> str:
-        return (f"train {self.batch_size}x{self.input_size}->{self.hidden_size}->{self.output_size} "
-                f"{self.activation}/{self.loss} {self.grad} {self.dtype} lr={self.lr:g} "
+        rows = f"{self.data.name}[{self.data.rows}]" if self.data else str(self.batch_size)
+        batch = f" batch={self.batch_size}" if self.data and self.batch_size else ""
+        held = f" val={self.val_fraction:g}" if self.val_fraction else ""
+        return (f"train {rows}x{self.input_size}->{self.hidden_size}->{self.output_size} "
+                f"{self.activation}/{self.loss} {self.grad} {self.dtype} lr={self.lr:g}{batch}{held} "
                 f"iterations={self.iterations} seed={self.seed} device={self.device}")
+
+    @property
+    def rows(self) -> int:
+        """Rows of x: the dataset's, or the batch of torch.randn rows."""
+        return self.data.rows if self.data else self.batch_size or TRAIN.batch_size
+
+    @property
+    def evaluated(self) -> list[str]:
+        """The metrics measured apart from the step (shared/series.py KNOWN): accuracy for a classifier, the
+        held-out loss (and accuracy) when rows are held out."""
+        held = [series.VAL_LOSS, *([series.VAL_ACCURACY] if self.loss is Loss.CE else [])]
+        return [*([series.ACCURACY] if self.loss is Loss.CE else []), *(held if self.val_fraction else [])]
+
+    @property
+    def evaluation_every(self) -> int:
+        """The held-out metrics (and accuracy) are measured every this many iterations, and at the end."""
+        return self.eval_every or max(1, self.iterations // 20)
 
     @field_validator("lr", "timeout", mode="before")
     @classmethod
@@ -150,7 +187,7 @@ class TrainSpec(_Spec):
 
     @model_validator(mode="after")
     def _fits(self) -> TrainSpec:
-        b, i, h, o = self.batch_size, self.input_size, self.hidden_size, self.output_size
+        b, i, h, o = self.rows, self.input_size, self.hidden_size, self.output_size
         total = b * i + b * o + i * h + h * o
         if total > defaults.MAX_TRAIN_ELEMENTS:
             raise ValueError(f"x, y, w1 and w2 hold {total:,} elements, over the limit of "
@@ -161,7 +198,53 @@ class TrainSpec(_Spec):
             raise ValueError("the fast path computes the hand-derived gradients: use --grad manual")
         if self.cuda_graph and self.device is Device.CPU:
             raise ValueError("--cuda-graph needs a CUDA device: use --device cuda or auto")
+        self._fits_its_data()
         return self
+
+    def _fits_its_data(self) -> None:
+        if self.eval_every is not None and not self.evaluated:
+            raise ValueError("--eval-every: nothing to evaluate (accuracy needs --loss ce; held-out metrics need a "
+                             "dataset and --val-fraction)")
+        data = self.data
+        if data is None:
+            for name, given in (("val-fraction", self.val_fraction), ("standardize", self.standardize)):
+                if given:
+                    raise ValueError(f"--{name} needs a dataset: give --data FILE or --dataset NAME")
+            if self.batch_size is None:
+                raise ValueError("batch-size: the rows torch.randn draws need a number")
+            return
+        if data.classes is not None and self.loss is not Loss.CE:
+            raise ValueError(f"the data's y holds class ids: train it with --loss ce (or give {data.outputs} "
+                             "float targets per row for --loss sse)")
+        if self.val_fraction is not None:
+            held = round(data.rows * self.val_fraction)
+            if held < 1 or held > data.rows - 1:
+                raise ValueError(f"--val-fraction {self.val_fraction:g} of {data.rows} rows holds out {held}: "
+                                 "leave at least one row on each side")
+        if self.batch_size is not None and self.batch_size > data.rows:
+            raise ValueError(f"--batch-size {self.batch_size} is more than the data's {data.rows} rows")
+        if self.batch_size is not None and (self.fast or self.cuda_graph):
+            raise ValueError("the fast path trains on the whole training split each iteration: drop --batch-size "
+                             "(or --fast/--cuda-graph)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sizes_from_data(cls, data: object) -> object:
+        """With a dataset, the layer sizes at both ends are the data's, and a given one must agree; the batch is
+        every training row unless --batch-size says otherwise."""
+        if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+            return data
+        ref, filled = data["data"], dict(data)
+        filled.setdefault("batch_size", None)
+        for field, key, what in (("input_size", "inputs", "inputs"), ("output_size", "outputs", "outputs")):
+            have = ref.get(key)
+            given = filled.get(field)
+            if given is not None and isinstance(have, int) and given != have:
+                noun = "classes" if key == "outputs" and ref.get("classes") else what
+                raise ValueError(f"--{field.replace('_', '-')} {given} disagrees with the data's {have} {noun} "
+                                 "(leave it out: it comes from the data)")
+            filled[field] = have
+        return filled
 
     @model_validator(mode="before")
     @classmethod

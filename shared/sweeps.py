@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from shared import kinds
 from shared.errors import BadInput
 from shared.specs import TensorOpSpec, TrainSpec, parse_spec, seed_randn
-from shared.vocab import Device, Kind, Op, OpDtype, Priority
+from shared.vocab import Bundled, Device, Kind, Op, OpDtype, Priority
 
 MAX_JOBS_PER_SUBMIT = 10_000  # a typo in a sweep should not enqueue a million jobs
 EXTRA_KEYS = ("sweep", "seeds", "priority", "queue")
@@ -100,9 +100,10 @@ def expand_all(entries: Iterable[tuple[str, dict[str, Any]]]) -> list[Planned]:
     return planned
 
 
-def load_job_file(path: Path, read_operand: Any) -> list[Planned]:
+def load_job_file(path: Path, read_operand: Any, read_data: Any = None) -> list[Planned]:
     """A YAML or JSON job file: a list of jobs, or `{"jobs": [...]}`. `read_operand(value, label, base_dir, dtype)`
-    turns an op job's `a`/`b` into its spec form (paths are relative to the file)."""
+    turns an op job's `a`/`b` into its spec form, `read_data(entry, base_dir, label)` a training job's `data` or
+    `dataset` (paths are relative to the file)."""
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
     try:
@@ -128,6 +129,8 @@ def load_job_file(path: Path, read_operand: Any) -> list[Planned]:
             for name in job_kind.operands:
                 if name in entry:
                     entry[name] = read_operand(entry[name], f"{where}: {name}", path.parent, entry.get("dtype"))
+        if read_data is not None and isinstance(entry, dict):
+            entry = read_data(entry, path.parent, f"{where}: data")
         entries.append((where, entry))
     return expand_all(entries)
 
@@ -173,6 +176,10 @@ class _Extras(BaseModel):
 
 class TrainEntry(TrainSpec, _Extras):
     model_config = ConfigDict(alias_generator=_hyphen, populate_by_name=True, extra="forbid", frozen=False)
+    # a job file names its dataset; the submitted spec holds its reference (shared/datasets.py resolve)
+    data: str | None = Field(None, description="a .npz (arrays x, y) or .safetensors (tensors x, y) file, relative "
+                                               "to the job file")  # type: ignore[assignment]
+    dataset: Bundled | None = Field(None, description="a bundled dataset, instead of data")
 
 
 class OpEntry(_Extras):

@@ -71,6 +71,12 @@ class Grad(Word):
     MANUAL = "manual"  # the hand-derived gradients, no graph
 
 
+class Bundled(Word):
+    """Datasets a training job may name (`--dataset`); shared/datasets.py NAMED says how each is read."""
+
+    DIGITS = "digits"  # scikit-learn's 1,797 8x8 handwritten digits: 64 inputs, 10 classes, no download
+
+
 class Kind(Word):
     OP = "op"
     TRAIN = "train"

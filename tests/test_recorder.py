@@ -145,8 +145,9 @@ def test_on_a_gpu_the_run_stops_at_the_flush_that_finds_it(monkeypatch) -> None:
     once, and `weights_at` says the weights are those of the flush."""
     reference, _, _ = note_loop(seed=0, learning_rate=1e-5, iterations=50)
     n = next(k for k, v in enumerate(reference) if not math.isfinite(v))
-    monkeypatch.setattr(recorders.Recorder, "for_device", lambda name, sink, size, dtype, device, first, step, stop:
-                        recorders.DeviceRecorder(CPU, name, sink, size, dtype, first, step, stop))
+    monkeypatch.setattr(recorders.Recorder, "for_device",
+                        lambda name, sink, size, dtype, device, first, step, stop, maximize:
+                        recorders.DeviceRecorder(CPU, name, sink, size, dtype, first, step, stop, maximize))
     seen: list[tuple[int, list[float]]] = []
     with pytest.raises(loop.Stopped) as stopped:
         loop.train(diverging(), CPU, lambda name, first, step, v: seen.append((first, v.tolist())),

@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from shared.specs import TrainSpec
 from shared.vocab import Activation, Loss, TrainDtype
+from worker import dataset
+from worker.dataset import BatchOrder, Rows
 
 DTYPES = {TrainDtype.FLOAT32: torch.float32, TrainDtype.FLOAT64: torch.float64, TrainDtype.BFLOAT16: torch.bfloat16}
 Grads = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (loss, dw1, dw2)
@@ -23,29 +26,46 @@ Grads = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (loss, dw1, dw2)
 
 @dataclass
 class Data:
-    x: torch.Tensor  # (B, I)
+    x: torch.Tensor  # (B, I): the rows a step trains on (with a dataset: every training row)
     y: torch.Tensor  # (B, O)
     target: torch.Tensor | None  # (B,) class indices, for --loss ce
     w1: torch.Tensor  # (I, H)
     w2: torch.Tensor  # (H, O)
+    val: Rows | None = None  # the held-out rows (a dataset with --val-fraction)
+    order: BatchOrder | None = None  # mini-batches (a dataset with --batch-size): the rows of iteration t
+
+    def batch(self, t: int) -> Data:
+        """What iteration t trains on: every row, or its mini-batch."""
+        if self.order is None:
+            return self
+        rows = self.order(t)
+        target = self.target[rows] if self.target is not None else None
+        return Data(self.x[rows], self.y[rows], target, self.w1, self.w2)
 
 
-def draw(spec: TrainSpec, device: torch.device) -> Data:
+def draw(spec: TrainSpec, device: torch.device, arrays: tuple[np.ndarray, np.ndarray] | None = None) -> Data:
     """The reproducibility contract: seed, then x, y, w1, w2 from torch.randn in float32 on the CPU, in
-    that order; then cast and move. The same seed gives the same data on any worker."""
+    that order; then cast and move. The same seed gives the same data on any worker. With a dataset's
+    `arrays` (x, y), only w1 and w2 are drawn, and worker/dataset.py splits and batches the rows."""
     torch.manual_seed(spec.seed)
-    B, I, H, O = spec.batch_size, spec.input_size, spec.hidden_size, spec.output_size  # noqa: E741  # the note's names
-    x = torch.randn(B, I)
-    y = torch.randn(B, O)
+    B, I, H, O = spec.rows, spec.input_size, spec.hidden_size, spec.output_size  # noqa: E741  # the note's names
+    if arrays is None:
+        x = torch.randn(B, I)
+        y = torch.randn(B, O)
     w1 = torch.randn(I, H)
     w2 = torch.randn(H, O)
-    # Class targets come from y itself, so --loss ce draws nothing beyond the contract's four tensors.
-    target = y.argmax(dim=1).to(device) if spec.loss == Loss.CE else None
     dtype = DTYPES[spec.dtype]
 
     def put(t: torch.Tensor) -> torch.Tensor:
         return t.to(device=device, dtype=dtype)
 
+    if arrays is not None:
+        train, val = dataset.prepare(spec, *arrays, device, dtype)
+        n = len(train.x)
+        order = dataset.BatchOrder(spec.seed, n, spec.batch_size, device) if spec.batch_size else None
+        return Data(train.x, train.y, train.target, put(w1), put(w2), val, order)
+    # Class targets come from y itself, so --loss ce draws nothing beyond the contract's four tensors.
+    target = y.argmax(dim=1).to(device) if spec.loss == Loss.CE else None
     return Data(put(x), put(y), target, put(w1), put(w2))
 
 

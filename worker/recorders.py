@@ -1,11 +1,11 @@
 """Recording one metric series in the training loop: values are kept where reading them is cheapest until a
 flush hands the batch to the sink, once per batch. `Recorder.for_device` picks the way for the device.
 
-The lowest value and the last are tracked on the host from the flushed batches (for the loss: the summary's
-best and final loss). With `stop_on_nonfinite` (the loss, unless the spec allows inf/nan), a flush whose
-batch holds an inf or nan hands over the batch only up to and including the first one and sets `diverged`
-= (its iteration, its value): the loop then stops. The batch is on the host by then, so the check costs no
-device sync.
+The best value (the lowest; the highest with `maximize`, an accuracy's) and the last are tracked on the host
+from the flushed batches (for the loss: the summary's best and final loss). With `stop_on_nonfinite` (the loss,
+unless the spec allows inf/nan), a flush whose batch holds an inf or nan hands over the batch only up to and
+including the first one and sets `diverged` = (its iteration, its value): the loop then stops. The batch is on
+the host by then, so the check costs no device sync.
 """
 
 from __future__ import annotations
@@ -21,19 +21,20 @@ Sink = Callable[[str, int, int, torch.Tensor], None]
 
 class Recorder:
     def __init__(self, name: str, sink: Sink, size: int, dtype: torch.dtype, first: int = 0, step: int = 1,
-                 stop_on_nonfinite: bool = False) -> None:
+                 stop_on_nonfinite: bool = False, maximize: bool = False) -> None:
         self.name, self.sink, self.size, self.dtype, self.step = name, sink, size, dtype, step
         self.n, self.stop = 0, stop_on_nonfinite
         self.first = first  # the iteration of the batch's first value
-        self.best, self.best_at, self.last = inf, -1, nan  # best: the lowest finite value
+        self.sign = -1.0 if maximize else 1.0  # best: the lowest finite value of sign * value
+        self.best, self.best_at, self.last = self.sign * inf, -1, nan
         self.diverged: tuple[int, float] | None = None
 
     @staticmethod
     def for_device(name: str, sink: Sink, size: int, dtype: torch.dtype, device: torch.device, first: int = 0,
-                   step: int = 1, stop_on_nonfinite: bool = False) -> Recorder:
+                   step: int = 1, stop_on_nonfinite: bool = False, maximize: bool = False) -> Recorder:
         if device.type == "cpu":
-            return HostRecorder(name, sink, size, dtype, first, step, stop_on_nonfinite)
-        return DeviceRecorder(device, name, sink, size, dtype, first, step, stop_on_nonfinite)
+            return HostRecorder(name, sink, size, dtype, first, step, stop_on_nonfinite, maximize)
+        return DeviceRecorder(device, name, sink, size, dtype, first, step, stop_on_nonfinite, maximize)
 
     def carry(self, best: float, best_at: int, last: float) -> Recorder:
         """Go on from what a checkpoint tracked so far (a resumed run's best and last loss)."""
@@ -60,13 +61,14 @@ class Recorder:
             host, finite = host[: k + 1], finite[: k + 1]
             self.diverged = (self.first + self.step * k, host[k].item())
         self.sink(self.name, self.first, self.step, host)
+        key = host * self.sign
         if all_finite:
-            i = int(torch.argmin(host))
+            i = int(torch.argmin(key))
         elif finite.any():  # argmin would return a nan's index: the best is over finite values only
-            i = int(torch.argmin(torch.where(finite, host, torch.inf)))
+            i = int(torch.argmin(torch.where(finite, key, torch.inf)))
         else:
             i = -1
-        if i >= 0 and host[i].item() < self.best:
+        if i >= 0 and key[i].item() < self.sign * self.best:
             self.best, self.best_at = host[i].item(), self.first + self.step * i
         self.last = host[-1].item()
         self.first += self.step * len(host)
@@ -77,8 +79,8 @@ class DeviceRecorder(Recorder):
     the host per batch."""
 
     def __init__(self, device: torch.device, name: str, sink: Sink, size: int, dtype: torch.dtype, first: int = 0,
-                 step: int = 1, stop_on_nonfinite: bool = False) -> None:
-        super().__init__(name, sink, size, dtype, first, step, stop_on_nonfinite)
+                 step: int = 1, stop_on_nonfinite: bool = False, maximize: bool = False) -> None:
+        super().__init__(name, sink, size, dtype, first, step, stop_on_nonfinite, maximize)
         self.buf = torch.empty(self.size, dtype=self.dtype, device=device)
 
     def record(self, value: torch.Tensor) -> bool:
@@ -96,8 +98,8 @@ class HostRecorder(Recorder):
     is a Python float here, so a non-finite one is seen at once and flushed: the run stops at that iteration."""
 
     def __init__(self, name: str, sink: Sink, size: int, dtype: torch.dtype, first: int = 0, step: int = 1,
-                 stop_on_nonfinite: bool = False) -> None:
-        super().__init__(name, sink, size, dtype, first, step, stop_on_nonfinite)
+                 stop_on_nonfinite: bool = False, maximize: bool = False) -> None:
+        super().__init__(name, sink, size, dtype, first, step, stop_on_nonfinite, maximize)
         self.values: list[float] = []
 
     def record(self, value: torch.Tensor) -> bool:

@@ -20,7 +20,7 @@ from shared.series import LOSS
 from shared.specs import TrainSpec
 from shared.tensors import safetensors_metadata
 from shared.vocab import StopReason
-from worker import loop
+from worker import dataset, loop
 from worker.context import WorkerContext
 from worker.devices import describe_torch_device
 from worker.network import DTYPES
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContext
                   ) -> tuple[dict[str, Any], dict[str, bytes]]:
     check_fits(spec, device)
+    arrays = dataset.fetch(ctx.store, spec.data) if spec.data else None  # once per job start
     holder = ctx.lease_holder
     assert holder is not None  # run_job took the lease before it called this
     resume = load_checkpoint(ctx, job_id)
@@ -58,7 +59,7 @@ def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: Worke
                             should_stop=should_stop, resume=resume.state if resume else None,
                             checkpoint=lambda state: save_checkpoint(ctx, job_id, holder, state, positions),
                             checkpoint_every=spec.checkpoint_every,
-                            checkpoint_interval_s=defaults.CHECKPOINT_INTERVAL_S)
+                            checkpoint_interval_s=defaults.CHECKPOINT_INTERVAL_S, arrays=arrays)
         return ending(job_id, spec, device, ctx, result, resume)
     except loop.Stopped as e:
         if StopReason.of(e.reason).keeps_what_it_made:  # cancelled, timed out, diverged
@@ -88,6 +89,8 @@ def ending(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContex
         "seconds": round(result.seconds, 6),
         "iterations_per_s": round(result.recorded / result.seconds, 2) if result.seconds > 0 else None,
         "resumed_from": resume.state.iteration if resume else None,
+        "metrics": {name: {"last": last, "best": best if at >= 0 else None, "best_iteration": at if at >= 0 else None}
+                    for name, (best, at, last) in result.metrics.items()},
         "device": describe_torch_device(device),
         "worker": ctx.node,
         "torch": torch.__version__,
@@ -110,7 +113,7 @@ class Checkpoint:
     def to_bytes(self) -> bytes:
         s = self.state
         meta = {"iteration": s.iteration, "best_loss": s.best_loss, "best_iteration": s.best_iteration,
-                "last_loss": s.last_loss, "seconds": s.seconds, "series": self.positions,
+                "last_loss": s.last_loss, "seconds": s.seconds, "series": self.positions, "tracked": s.tracked,
                 "stream_id": self.positions.get(LOSS)}  # what a worker from before named series reads
         tensors = {"w1": s.w1.cpu().contiguous(), "w2": s.w2.cpu().contiguous(), "rng": self.rng}
         return save(tensors, metadata={"state": json.dumps(meta)})
@@ -121,8 +124,9 @@ class Checkpoint:
         meta = json.loads(safetensors_metadata(blob)["state"])
         # one written before there were named series holds the loss's position alone, as stream_id
         positions = meta["series"] if "series" in meta else {LOSS: meta["stream_id"]}
+        tracked = {name: (best, at, last) for name, (best, at, last) in meta.get("tracked", {}).items()}
         state = loop.Resume(meta["iteration"], tensors["w1"], tensors["w2"], meta["best_loss"],
-                            meta["best_iteration"], meta["last_loss"], meta["seconds"])
+                            meta["best_iteration"], meta["last_loss"], meta["seconds"], tracked)
         return cls(state, {k: v for k, v in positions.items() if v is not None}, tensors["rng"])
 
 
@@ -148,7 +152,7 @@ def check_fits(spec: TrainSpec, device: torch.device) -> None:
     """A GPU worker refuses a job its GPU's free memory cannot hold, naming both numbers."""
     if device.type != "cuda":
         return
-    b, i, h, o = spec.batch_size, spec.input_size, spec.hidden_size, spec.output_size
+    b, i, h, o = spec.rows, spec.input_size, spec.hidden_size, spec.output_size
     size = torch.tensor([], dtype=DTYPES[spec.dtype]).element_size()
     # x, y; w1, w2 and their gradients; activations and their gradients (a generous count)
     need = size * (b * i + b * o + 2 * (i * h + h * o) + 4 * b * h + 4 * b * o)

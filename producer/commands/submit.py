@@ -20,7 +20,20 @@ from producer.commands.common import (
 )
 from shared import kinds
 from shared.defaults import TRAIN
-from shared.vocab import Activation, Device, Grad, JobState, Kind, Loss, Op, OpDtype, Priority, TrainDtype, Word
+from shared.vocab import (
+    Activation,
+    Bundled,
+    Device,
+    Grad,
+    JobState,
+    Kind,
+    Loss,
+    Op,
+    OpDtype,
+    Priority,
+    TrainDtype,
+    Word,
+)
 
 if TYPE_CHECKING:
     from producer.client import Client
@@ -153,10 +166,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 @submit.command("train")
-@click.option("--batch-size", type=click.IntRange(1), cls=SpecDefault)
-@click.option("--input-size", type=click.IntRange(1), cls=SpecDefault)
+@click.option("--data", "data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Train on this dataset: .npz arrays x, y or .safetensors tensors x, y (x: rows x inputs; y: rows "
+                   "x outputs float targets, or rows class ids for --loss ce). Sizes come from it.")
+@click.option("--dataset", type=choice(Bundled),
+              help="Train on a bundled dataset: digits (scikit-learn's 8x8 digits; needs tensorq[datasets]).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="F",
+              help="Hold out this share of the rows (a seeded split, stratified for --loss ce).")
+@click.option("--standardize", is_flag=True, default=None,
+              help="Scale each input by the training split's mean and std.")
+@click.option("--eval-every", type=click.IntRange(1), metavar="N",
+              help="Measure val_loss (and accuracy, val_accuracy for ce) every N iterations and at the end "
+                   "(default: 20 times a run).")
+@click.option("--batch-size", type=click.IntRange(1), cls=SpecDefault,
+              help="Rows per iteration: torch.randn rows; with a dataset, a seeded mini-batch order "
+                   "(default there: every training row).")
+@click.option("--input-size", type=click.IntRange(1), cls=SpecDefault, help="With a dataset: its inputs.")
 @click.option("--hidden-size", type=click.IntRange(1), cls=SpecDefault)
-@click.option("--output-size", type=click.IntRange(1), cls=SpecDefault)
+@click.option("--output-size", type=click.IntRange(1), cls=SpecDefault, help="With a dataset: its outputs.")
 @click.option("--lr", type=float, cls=SpecDefault)
 @click.option("--iterations", type=click.IntRange(1), cls=SpecDefault)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), cls=SpecDefault)
