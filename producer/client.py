@@ -366,6 +366,15 @@ class Client:
         record = GroupStore(self.store.redis, self.store.keys).require(group_id)
         return record, [j for j in self.store.get_many(record.job_ids) if j is not None]
 
+    def ranked(self, group_id: str, by: str = "loss") -> list[JobRecord]:
+        """A group's jobs best first by their last value of the metric `by` (lowest first, highest for an
+        accuracy), as `tensorq group G --rank-by METRIC` ranks them: succeeded jobs first, then the rest."""
+        from producer.experiments import check_ranked_by, ranked
+        from shared.series import check_name
+
+        jobs = self.group(group_id)[1]
+        return ranked(jobs, check_ranked_by(jobs, check_name(by), group_id))
+
     def jobs(self, state: str | None = None, limit: int = 50, kind: str | None = None,
              since: str | float | datetime | None = None, group: str | None = None) -> list[JobRecord]:
         """Job records, newest first; `since` as the CLI takes it (`30m`, `2h`, `1d`, an ISO date), a datetime,

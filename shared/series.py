@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from shared import defaults, kinds, leases
 from shared.errors import BadInput
@@ -48,6 +48,22 @@ KNOWN: dict[str, Known] = {
 
 def higher_is_better(name: str) -> bool:
     return name in KNOWN and KNOWN[name].higher_is_better
+
+
+# What a one-line ending, `group` and `compare` show beside the loss: the first of these a job has.
+HEADLINE = (VAL_ACCURACY, VAL_LOSS, ACCURACY)
+
+
+def headline(summary: Mapping[str, Any] | None) -> str | None:
+    """The metric a job's summary (its `metrics`: name -> {last, best, best_iteration}) is best told by."""
+    have = (summary or {}).get("metrics") or {}
+    return next((name for name in HEADLINE if name in have), None)
+
+
+def summarized(summary: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
+    """{last, best, best_iteration} of one metric in a job's summary ({} when it has none)."""
+    found = ((summary or {}).get("metrics") or {}).get(name)
+    return found if isinstance(found, Mapping) else {}
 FIELD = "series:"  # a record field per series: `series:<name>` = its step
 NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # Values are packed as float32 unless they are float64, so a float32 run's values are kept exactly.

@@ -116,7 +116,7 @@ def compare(job_ids: tuple[str, ...], group_id: str | None, png: Path | None, pl
     if as_json:
         print_json({"jobs": rows, "differing_fields": differing})
     else:
-        cmp.render_table(rows, differing, metric)
+        cmp.render_table(rows, differing, metric, cmp.headline_of(records))
     if png or (plot and not as_json):
         curves = {r.id: hist.as_arrays(c.store, r.id, metric=metric) for r in records}
         _draw(curves, metric, plot and not as_json, png, metric)

@@ -226,3 +226,61 @@ def test_kill_9_mid_job_with_a_dataset_resumes_to_the_uninterrupted_history(redi
         assert got[name].iterations == iterations and got[name].values == values, name
     best = int(np.argmax(metrics["val_accuracy"][1]))
     assert final["summary"]["metrics"]["val_accuracy"]["best_iteration"] == metrics["val_accuracy"][0][best]
+
+
+def test_a_sweep_ranks_by_held_out_metrics_each_the_right_way(cli, client, cpu_worker) -> None:
+    """Given a digits sweep, `group --rank-by val_accuracy` ranks highest first, `--rank-by val_loss` lowest
+    first, the client ranks alike, and group, compare and the summary line show the held-out metric."""
+    done = cli("submit", "train", "--dataset", "digits", "--loss", "ce", "--activation", "sigmoid", "--standardize",
+               "--val-fraction", "0.25", "--hidden-size", "16", "--iterations", "150", "--eval-every", "50",
+               "--sweep", "lr=1e-4,3e-3", "--seeds", "2", "--device", "cpu", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    group_id = json.loads(done.stdout)["group"]
+
+    def ranking(metric: str) -> tuple[list[str], dict[str, float]]:
+        out = json.loads(cli("group", group_id, "--rank-by", metric, "--json").stdout)
+        assert out["rank_by"] == metric
+        return out["ranking"], {j["id"]: j["summary"]["metrics"][metric]["last"] for j in out["jobs"]}
+
+    order, last = ranking("val_accuracy")
+    assert [last[j] for j in order] == sorted(last.values(), reverse=True)
+    assert [r.id for r in client.ranked(group_id, "val_accuracy")] == order
+    order, last = ranking("val_loss")
+    assert [last[j] for j in order] == sorted(last.values())
+    assert [r.id for r in client.ranked(group_id, by="val_loss")] == order
+
+    table = cli("group", group_id, "--rank-by", "val_accuracy")
+    assert table.returncode == 0 and "VAL-ACCURACY" in table.stdout and "ranked by the last val_accuracy" in table.stdout
+    compared = cli("compare", "--group", group_id)
+    assert compared.returncode == 0 and "VAL-ACCURACY" in compared.stdout, compared.stdout
+    one = cli("wait", order[0])
+    assert "val_accuracy" in one.stdout, one.stdout
+    assert cli("group", group_id, "--rank-by", "Bad-Name").returncode == 2
+    assert_one_line_error(cli("group", group_id, "--rank-by", "val_f1"), 2, "records 'val_f1'")
+
+
+def test_the_client_and_job_files_take_the_same_data(client, cli, cpu_worker, tmp_path: Path) -> None:
+    """Given (x, y) arrays to the client, and a job file naming a file beside it and `dataset: digits`, the jobs
+    train on those rows: the arrays and the file holding them are one dataset, by hash."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 3)).astype(np.float32)
+    labels = (x[:, 0] > 0).astype(np.int64)
+    job = client.submit_train(data=(x, labels), loss="ce", hidden_size=4, iterations=20, device="cpu")
+    assert job.wait(timeout=60).state == "succeeded"
+    sha = job.status().spec["data"]["sha256"]
+    assert set(job.metrics()) == {"loss", "accuracy"}
+
+    (tmp_path / "rows").mkdir()
+    np.savez(tmp_path / "rows" / "mine.npz", x=x, y=labels)
+    (tmp_path / "jobs.yaml").write_text("jobs:\n"
+                                        "  - {data: rows/mine.npz, loss: ce, hidden-size: 4, iterations: 20}\n"
+                                        "  - {dataset: digits, loss: ce, hidden-size: 4, iterations: 20, "
+                                        "val-fraction: 0.5}\n")
+    done = cli("submit", "-f", str(tmp_path / "jobs.yaml"), "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    mine, digits = json.loads(done.stdout)["jobs"]
+    assert mine["spec"]["data"]["sha256"] == sha and mine["spec"]["data"]["name"] == "mine.npz"
+    assert digits["spec"]["data"]["name"] == "digits" and digits["summary"]["metrics"]["val_accuracy"]["last"] > 0
+    rerun = cli("rerun", digits["id"], "--set", "lr=1e-3", "--wait", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["spec"]["data"] == digits["spec"]["data"]
