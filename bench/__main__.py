@@ -20,6 +20,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer jobs and rounds (a smoke run)")
     parser.add_argument("--neighbour", action="store_true",
                         help="only the CPU job quiet and beside a busy process (setsid), as a CPU worker runs it")
+    parser.add_argument("--evaluation", action="store_true",
+                        help="only the held-out metrics' cost in the training loop (digits, full and mini-batch)")
     parser.add_argument("--scale", action="store_true",
                         help="only the store at 1,000,000 jobs: filtered list, scrape time, bytes per op job")
     args = parser.parse_args()
@@ -27,6 +29,11 @@ def main() -> int:
         from bench import scale
 
         return scale.run(args.json)
+    if args.evaluation:
+        from bench import measures
+
+        rounds = 4 if args.quick else 10
+        return _report([measures.evaluation(rounds), measures.evaluation(rounds, 128)], args.json, args.quick)
     if args.neighbour:
         from bench import neighbour
 
@@ -45,6 +52,7 @@ def main() -> int:
         results = measures.tiny_ops(stack, client, n, rounds)
         results.append(measures.train_wall(client, iterations, pair_rounds))
         results.append(measures.recording(iterations, pair_rounds))
+        results.append(measures.evaluation(pair_rounds))
         floor = measures.noise_floor(iterations, pair_rounds)
         job_id = client.submit_op("add", 1, 2, device="cpu", queue="bench").id
         results += measures.startup(stack, job_id, 5 if args.quick else 15)

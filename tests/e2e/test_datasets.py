@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -18,11 +19,21 @@ from shared import datasets
 from shared.vocab import READY_NODE_STATES
 from tests.note_loop import note_loop_data
 from tests.support.cli import assert_one_line_error
-from tests.support.processes import start_launcher, stop_process, wait_until
+from tests.support.processes import REPO, start_launcher, stop_process, wait_until
 
-# The README's headline command, less --watch (a test reads --json instead).
-DIGITS = ["--dataset", "digits", "--loss", "ce", "--activation", "sigmoid", "--standardize", "--val-fraction",
-          "0.25", "--hidden-size", "64", "--lr", "1e-2", "--iterations", "2000", "--eval-every", "100", "--seed", "0"]
+def readme_digits_command() -> list[str]:
+    """The README's headline digits command as printed (its continuation line joined), less `tensorq submit
+    train`, `--grad` and `--watch`: the test runs it with each grad and reads --json instead."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("    tensorq submit train --dataset digits --loss ce --activation sigmoid --grad manual")
+    line = text[start:text.index("--watch", start) + len("--watch")].replace("\\\n", " ")
+    words = shlex.split(line)[3:]
+    assert words[-1] == "--watch" and words[words.index("--grad") + 1] == "manual"
+    grad = words.index("--grad")
+    return words[:grad] + words[grad + 2:-1]
+
+
+DIGITS = readme_digits_command()
 
 
 def submitted(cli, *args: str) -> dict:
@@ -47,7 +58,7 @@ def digits_reference(**changes):
 
 
 def test_digits_reach_095_held_out_accuracy_and_manual_equals_autograd(cli, cpu_worker) -> None:
-    """Given the headline digits command with --grad manual, val_accuracy >= 0.95 for seed 0, recorded every 100
+    """Given the README's headline digits command with --grad manual, val_accuracy >= 0.95 for seed 0, recorded every 100
     iterations and at the end; the same job with autograd has the same history to 1e-5 and equals the inline
     reference loop value for value."""
     manual = submitted(cli, *DIGITS, "--grad", "manual")
