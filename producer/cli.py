@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from producer.commands import curves, experiments, fleet, jobs, operate, submit
+from producer.commands import curves, experiments, export, fleet, jobs, operate, submit
 from shared import __version__
 from shared.errors import BrokerUnreachable, TensorqError
 
@@ -82,5 +82,5 @@ def main() -> None:
 
 for command in (fleet.up, fleet.down, fleet.worker, fleet.flower, fleet.workers, submit.submit, submit.rerun,
                 jobs.status, jobs.list_jobs, jobs.wait, jobs.result, jobs.cancel, curves.history, curves.compare,
-                curves.watch, experiments.group, experiments.schema, operate.metrics):
+                curves.watch, experiments.group, experiments.schema, export.export, operate.metrics):
     main.add_command(command)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.series import LOSS, headline, summarized
+from shared.metric_names import LOSS, headline, summarized
 from shared.store import JobRecord
 
 ENDING_FIELDS = ("final_loss", "best_loss", "iterations", "seconds", "iterations_per_s", "device")

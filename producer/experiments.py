@@ -7,7 +7,7 @@ from collections import Counter
 
 from shared.errors import BadInput
 from shared.groups import GroupRecord
-from shared.series import LOSS, headline, higher_is_better, summarized
+from shared.metric_names import LOSS, headline, higher_is_better, summarized
 from shared.store import JobRecord
 from shared.vocab import JobState
 
@@ -28,7 +28,7 @@ def final(r: JobRecord, metric: str = LOSS) -> float | None:
 
 def ranked(jobs: list[JobRecord], by: str = LOSS) -> list[JobRecord]:
     """Succeeded jobs by their last value of `by`, best first (lowest, or highest for an accuracy: the direction
-    is shared/series.py KNOWN's), those without a finite one last among them; then the rest (running, queued,
+    is shared/metric_names.py KNOWN's), those without a finite one last among them; then the rest (running, queued,
     or stopped early: a cancelled or diverged job's last value is not a result), in submit order."""
     sign = -1.0 if higher_is_better(by) else 1.0
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.errors import BadInput
-from shared.series import LOSS
+from shared.metric_names import LOSS
 from shared.store import JobStore
 
 Rows = Iterator[tuple[np.ndarray, np.ndarray]]  # (iterations, values) per batch

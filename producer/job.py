@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from shared import defaults, kinds, series
+from shared import defaults, kinds, metric_names, series
 from shared.errors import BadInput, JobNotFound, TensorqError
 from shared.store import JobRecord, JobStore
 from shared.vocab import JobState, Kind
@@ -104,7 +104,7 @@ class Job:
 
     def losses(self) -> list[float]:
         """Every iteration's loss, in order (an op job's: none). One read: no record lookup, no check."""
-        return self.client.store.series.read(self.id, series.LOSS)[1].tolist()  # type: ignore[no-any-return]
+        return self.client.store.series.read(self.id, metric_names.LOSS)[1].tolist()  # type: ignore[no-any-return]
 
     def metric(self, name: str) -> Metric:
         """One named metric series: the iterations it was measured at and its values there. BadInput (naming

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from shared import defaults, kinds, series
+from shared.metric_names import LOSS
 from shared.protocol import queue_for
-from shared.series import LOSS, Chunk
+from shared.series import Chunk
 from shared.store import JobRecord, JobStore
 from shared.vocab import JobState, Priority
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared import metric_names
 from shared.protocol import TaskName
 from shared.vocab import Kind
 
@@ -81,15 +82,13 @@ def _g(v: Any) -> str:
 
 
 def _train_ended(s: Summary) -> str:
-    from shared import series  # light, but it imports this module: here, not at the top
-
     best = (f"best {_g(s['best_loss'])} at iteration {s.get('best_iteration')}"
             if isinstance(s.get("best_loss"), (int, float)) else "no finite loss")
     told = f"final loss {_g(s.get('final_loss'))} ({best}), {s.get('iterations')} iterations"
-    name = series.headline(s)
+    name = metric_names.headline(s)
     if name is None:
         return told
-    m = series.summarized(s, name)
+    m = metric_names.summarized(s, name)
     return f"{told}; {name} {_g(m.get('last'))} (best {_g(m.get('best'))} at iteration {m.get('best_iteration')})"
 
 

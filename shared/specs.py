@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared import defaults, kinds, series, shapes
+from shared import defaults, kinds, metric_names, shapes
 from shared.defaults import TRAIN
 from shared.errors import BadInput
 from shared.tensors import WIRE_DTYPES
@@ -168,10 +168,10 @@ class TrainSpec(_Spec):
 
     @property
     def evaluated(self) -> list[str]:
-        """The metrics measured apart from the step (shared/series.py KNOWN): accuracy for a classifier, the
+        """The metrics measured apart from the step (shared/metric_names.py KNOWN): accuracy for a classifier, the
         held-out loss (and accuracy) when rows are held out."""
-        held = [series.VAL_LOSS, *([series.VAL_ACCURACY] if self.loss is Loss.CE else [])]
-        return [*([series.ACCURACY] if self.loss is Loss.CE else []), *(held if self.val_fraction else [])]
+        held = [metric_names.VAL_LOSS, *([metric_names.VAL_ACCURACY] if self.loss is Loss.CE else [])]
+        return [*([metric_names.ACCURACY] if self.loss is Loss.CE else []), *(held if self.val_fraction else [])]
 
     @property
     def evaluation_every(self) -> int:

@@ -23,8 +23,9 @@ from shared.blobs import ARTIFACT_NAMES, Blobs
 from shared.errors import BadInput, JobNotFound
 from shared.keys import Keys
 from shared.leases import Leases
+from shared.metric_names import LOSS
 from shared.replies import entries, streams, text, texts
-from shared.series import LOSS, Chunk, Series, names_in, unpack
+from shared.series import Chunk, Series, names_in, unpack
 from shared.vocab import FINISHED_STATES, JobState, Kind
 
 if TYPE_CHECKING:

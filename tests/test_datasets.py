@@ -131,3 +131,19 @@ def test_with_data_only_the_weights_are_drawn() -> None:
     torch.manual_seed(11)
     assert torch.equal(data.w1, torch.randn(64, 8)) and torch.equal(data.w2, torch.randn(8, 10))
     assert data.order is None and data.val is None and len(data.x) == 1797
+
+
+def test_the_loops_metrics_and_the_light_table_agree() -> None:
+    """Every metric the loop measures has its direction in shared/metric_names.py, and every metric a spec can
+    ask to be evaluated has a measure in the loop."""
+    from shared import metric_names
+    from worker import loop
+
+    measured = {m.name for m in loop.METRICS if m.measure is not None}
+    assert {m.name for m in loop.METRICS} == set(metric_names.KNOWN)
+    d = datasets.named("digits")
+    for fields in ({"loss": "ce", "val_fraction": 0.5}, {"loss": "sse", "val_fraction": 0.5}, {"loss": "ce"}):
+        spec = parse_spec({"kind": "train", "data": {**d.ref(), "classes": None} if fields["loss"] == "sse"
+                           else d.ref(), **fields})
+        assert set(spec.evaluated) <= measured
+    assert metric_names.higher_is_better("val_accuracy") and not metric_names.higher_is_better("val_loss")

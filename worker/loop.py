@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from shared.errors import Interrupted
-from shared.series import ACCURACY, LOSS, VAL_ACCURACY, VAL_LOSS, higher_is_better
+from shared.metric_names import ACCURACY, LOSS, VAL_ACCURACY, VAL_LOSS, higher_is_better
 from shared.specs import TrainSpec
 from shared.vocab import Grad, StopReason, TrainDtype
 from worker.fastpath import fast_step
@@ -64,7 +64,7 @@ def every_evaluation(spec: TrainSpec) -> int:
 @dataclass(frozen=True)
 class Metric:
     """A series the loop records: one entry here plus its `measure` is all a new metric takes (and its line in
-    shared/series.py KNOWN, which says which way is better; TrainSpec.evaluated says when it applies)."""
+    shared/metric_names.py KNOWN, which says which way is better; TrainSpec.evaluated says when it applies)."""
 
     name: str
     measure: Measure | None = None  # None: the training step's own output (the loss)

@@ -16,7 +16,7 @@ from safetensors.torch import load, save
 
 from shared import __version__, defaults
 from shared.errors import JobFailed
-from shared.series import LOSS
+from shared.metric_names import LOSS
 from shared.specs import TrainSpec
 from shared.tensors import safetensors_metadata
 from shared.vocab import StopReason

@@ -18,7 +18,7 @@ from producer.commands.common import (
     say,
 )
 from shared import kinds
-from shared.series import LOSS
+from shared.metric_names import LOSS
 from shared.vocab import JobState
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import click
 
 from producer.commands.common import broker_option, client, json_option, print_json
 from producer.commands.curves import check_metric
-from shared.series import LOSS
+from shared.metric_names import LOSS
 
 
 @click.command()

@@ -21,6 +21,7 @@ from tests.note_loop import note_loop_data
 from tests.support.cli import assert_one_line_error
 from tests.support.processes import REPO, start_launcher, stop_process, wait_until
 
+
 def readme_digits_command() -> list[str]:
     """The README's headline digits command as printed (its continuation line joined), less `tensorq submit
     train`, `--grad` and `--watch`: the test runs it with each grad and reads --json instead."""
@@ -58,9 +59,9 @@ def digits_reference(**changes):
 
 
 def test_digits_reach_095_held_out_accuracy_and_manual_equals_autograd(cli, cpu_worker) -> None:
-    """Given the README's headline digits command with --grad manual, val_accuracy >= 0.95 for seed 0, recorded every 100
-    iterations and at the end; the same job with autograd has the same history to 1e-5 and equals the inline
-    reference loop value for value."""
+    """Given the README's headline digits command with --grad manual, val_accuracy >= 0.95 for seed 0, recorded
+    every 100 iterations and at the end; the same job with autograd has the same history to 1e-5 and equals the
+    inline reference loop value for value."""
     manual = submitted(cli, *DIGITS, "--grad", "manual")
     autograd = submitted(cli, *DIGITS, "--grad", "autograd")
     losses, metrics, _, _ = digits_reference()
