@@ -32,7 +32,7 @@ def main() -> int:
     if args.evaluation:
         from bench import measures
 
-        rounds = 4 if args.quick else 10
+        rounds = 10 if args.quick else 60
         return _report([measures.evaluation(rounds), measures.evaluation(rounds, 128)], args.json, args.quick)
     if args.neighbour:
         from bench import neighbour
@@ -52,7 +52,7 @@ def main() -> int:
         results = measures.tiny_ops(stack, client, n, rounds)
         results.append(measures.train_wall(client, iterations, pair_rounds))
         results.append(measures.recording(iterations, pair_rounds))
-        results.append(measures.evaluation(pair_rounds))
+        results.append(measures.evaluation(6 * pair_rounds))
         floor = measures.noise_floor(iterations, pair_rounds)
         job_id = client.submit_op("add", 1, 2, device="cpu", queue="bench").id
         results += measures.startup(stack, job_id, 5 if args.quick else 15)

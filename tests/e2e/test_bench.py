@@ -11,7 +11,8 @@ from bench.stack import REPO
 
 NAMES = {"tiny op jobs/s, one message each", "tiny op jobs/s, batched (client.map_op + gather)",
          "tiny op jobs/s, `submit op --many FILE.jsonl --wait`", "training job wall time vs the loop inline",
-         "loss recording on vs off, in the loop", "`tensorq --help` start-up", "`tensorq status JOB` start-up"}
+         "loss recording on vs off, in the loop", "evaluation every 100 iterations vs none, digits full batch",
+         "`tensorq --help` start-up", "`tensorq status JOB` start-up"}
 
 
 def test_the_quick_benchmark_reports_every_ratio_against_its_goal() -> None:
