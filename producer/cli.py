@@ -82,5 +82,6 @@ def main() -> None:
 
 for command in (fleet.up, fleet.down, fleet.worker, fleet.flower, fleet.workers, submit.submit, submit.rerun,
                 jobs.status, jobs.list_jobs, jobs.wait, jobs.result, jobs.cancel, curves.history, curves.compare,
-                curves.watch, experiments.group, experiments.schema, export.export, operate.metrics):
+                curves.watch, experiments.group, experiments.schema, export.export, fleet.functions_command,
+                operate.metrics):
     main.add_command(command)

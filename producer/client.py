@@ -31,8 +31,8 @@ from shared.store import JobRecord, JobStore
 from shared.vocab import Device, JobState, Kind, Priority
 
 if TYPE_CHECKING:
-
     from shared.groups import GroupRecord
+    from shared.specs import RunSpec
     from shared.sweeps import Planned
 
 class UnservedQueueWarning(UserWarning):
@@ -53,6 +53,16 @@ def checked_priority(priority: str) -> str:
     if priority not in Priority.values():
         raise BadInput(f"--priority: must be {', '.join(Priority.values())} (got {priority!r})")
     return priority
+
+
+def checked_function(spec: Any) -> Any:
+    """A run job's params, checked by its function's own model where the function is installed here too."""
+    from shared import functions
+    from shared.specs import RunSpec
+
+    if not isinstance(spec, RunSpec):
+        return spec
+    return spec.model_copy(update={"params": functions.check_before_enqueue(spec.function, spec.params)})
 
 
 def new_job_id() -> str:
@@ -188,6 +198,16 @@ class Client:
         return [as_tensor(load_safetensors(blob)[OPS.result]) if blob is not None else job.result()
                 for job, blob in zip(jobs, blobs, strict=True)]
 
+    def submit_run(self, name: str, params: dict[str, Any] | None = None, seed: int | None = None,
+                   device: str = Device.AUTO.value, timeout: float | None = None, queue: str | None = None,
+                   priority: str = Priority.NORMAL.value) -> Job:
+        """Run the job function `name` (an entry point in the group tensorq.jobs where the workers run) with
+        `params`; without a seed, one is chosen and recorded. Params are checked before anything is enqueued
+        where the function is installed here too (its pydantic `params` model), and again on the worker."""
+        spec = {"kind": Kind.RUN.value, "function": name, "params": params or {}, "seed": seed, "device": device,
+                "timeout": timeout}
+        return self.submit({k: v for k, v in spec.items() if v is not None}, queue, priority)
+
     def submit_train(self, queue: str | None = None, priority: str = Priority.NORMAL.value, **options: Any) -> Job:
         """A training job; options are the CLI flags as keyword arguments (hidden_size=100, lr=1e-6, ...; a
         flag's own spelling, `**{"hidden-size": 100}`, works too)."""
@@ -200,10 +220,10 @@ class Client:
         """Validate `spec` whole, record the job `queued`, and send its task by name to a queue: `queue` when
         given (a node group started with `tensorq worker --queue NAME`), else the one for the job's device;
         at `priority` high, normal or low."""
-        from shared.specs import parse_spec
+        from shared.specs import parse_spec, seed_randn
         from shared.sweeps import Planned
 
-        return self._enqueue([Planned(parse_spec(self._with_data(spec)), priority, queue)])[0]
+        return self._enqueue([Planned(parse_spec(seed_randn(self._with_data(spec))), priority, queue)])[0]
 
     def sweep(self, spec: dict[str, Any], sweep: dict[str, list[Any]], seeds: int | None = None,
               queue: str | None = None, priority: str = Priority.NORMAL.value) -> tuple[str, list[Job]]:
@@ -255,14 +275,19 @@ class Client:
         midway, the records of the jobs not sent are deleted, `on_sent` still gets the ids that were sent
         (they run), and the error says how many went."""
         from shared.dispatch import send_job
+        from shared.specs import RunSpec
 
         for p in planned:
             checked_queue(p.queue)
             checked_priority(p.priority)
+            p.spec = checked_function(p.spec)
         store = self.store
         gpu_alive = None
         routed = []
         for p in planned:
+            if isinstance(p.spec, RunSpec):  # only workers offering the function consume its queues
+                routed.append((new_job_id(), p, queue_for(self.route_function(p.spec, p.queue), p.priority)))
+                continue
             if p.queue is None and p.spec.device == Device.AUTO and gpu_alive is None:
                 gpu_alive = self.registry.serves(Queue.GPU.value)  # asked once per submit, not per job
             base = p.queue or self.route(p.spec.device, gpu_alive)
@@ -336,6 +361,16 @@ class Client:
         for queue in sorted(queues - self._served[1]):
             warnings.warn(f"no live worker consumes queue {queue!r}; jobs wait there until one does",
                           UnservedQueueWarning, stacklevel=3)
+
+    def route_function(self, spec: RunSpec, queue: str | None) -> str:
+        """A job function's queue: `<base>.fn.<name>`, base as for any job (auto: gpu when a live GPU worker
+        offers the function, else cpu), so a worker that lacks the function never receives it."""
+        from shared import functions
+
+        if queue is not None or spec.device != Device.AUTO:
+            return functions.queue(queue or self.route(spec.device), spec.function)
+        on_gpu = self.registry.serves(functions.queue(Queue.GPU.value, spec.function))
+        return functions.queue(Queue.GPU.value if on_gpu else Queue.CPU.value, spec.function)
 
     def route(self, device: str, gpu_alive: bool | None = None) -> str:
         """The queue for a device: cuda -> gpu; cpu -> cpu; auto -> gpu when a GPU worker is alive, else cpu."""

@@ -83,7 +83,7 @@ def render(group: GroupRecord, jobs: list[JobRecord], by: str = LOSS) -> None:
         best = summarized(s, metric).get("best") if metric else None
         told = [number(final(j, metric)), number(best)] if metric else []
         table.add_row(str(k), j.id, f"[{STATE_STYLE.get(j.state, '')}]{j.state}[/]",
-                      *(cell(j.spec.get(name)) for name in group.swept),  # an op job has no swept field
+                      *(cell(swept_value(j, name)) for name in group.swept),  # an op job has no swept field
                       "-" if math.isinf(loss) else f"{loss:.6g}",
                       f"{s['best_loss']:.6g}" if isinstance(s.get("best_loss"), (int, float)) else "-", *told,
                       duration(s.get("seconds")), f"{s['iterations_per_s']:,.0f}" if s.get("iterations_per_s") else "-")
@@ -94,6 +94,11 @@ def render(group: GroupRecord, jobs: list[JobRecord], by: str = LOSS) -> None:
 
 def number(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, (int, float)) else "-"
+
+
+def swept_value(j: JobRecord, name: str) -> object:
+    """A swept field's value: the spec's, or a job function's param of that name."""
+    return j.spec[name] if name in j.spec else (j.spec.get("params") or {}).get(name)
 
 
 def cell(value: object) -> str:

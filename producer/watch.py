@@ -103,10 +103,11 @@ def describe(t: Tracked, store: JobStore, compact: bool = False) -> str:
     text = f"{r.id} [{_style(r.state)}]{r.state}[/]"
     if kinds.has_curves(r.kind) and t.done:
         rate = t.rate()
-        eta = f" eta {_eta((t.total - t.done) / rate)}" if rate and r.state == JobState.RUNNING else ""
+        eta = f" eta {_eta((t.total - t.done) / rate)}" if rate and t.total and r.state == JobState.RUNNING else ""
         its = f" {rate:,.0f} it/s" if rate else ""
         digits = 4 if compact else 6
-        text += f" {t.done}/{t.total}{its}{eta} loss {t.last:.{digits}g} best {t.best:.{digits}g}"
+        done = f"{t.done}/{t.total}" if t.total else f"step {t.done}"  # a job function's total is its own
+        text += f" {done}{its}{eta} loss {t.last:.{digits}g} best {t.best:.{digits}g}"
         text += "".join(f" {name} {value:.{digits}g}" for name, value in sorted(t.latest.items()))
     if r.error:
         from rich.markup import escape

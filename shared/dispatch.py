@@ -7,19 +7,19 @@ from typing import Any
 
 from shared import kinds
 from shared.protocol import TaskName
-from shared.specs import TensorOpSpec, TrainSpec
+from shared.specs import AnySpec, TensorOpSpec
 
 # Publishing retries briefly; a broker that is down is reported, not waited for.
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}
 
 
-def wire_spec(spec: TensorOpSpec | TrainSpec) -> dict[str, Any]:
+def wire_spec(spec: AnySpec) -> dict[str, Any]:
     """The spec as sent: only the fields that were set (the job record keeps the whole spec), so a worker one
     version older still runs any job that uses no newer option."""
     return spec.model_dump(mode="json", exclude_unset=True)
 
 
-def send_job(celery: Any, job_id: str, spec: TensorOpSpec | TrainSpec, queue: str) -> None:
+def send_job(celery: Any, job_id: str, spec: AnySpec, queue: str) -> None:
     celery.send_task(kinds.of(spec.kind).task.value, kwargs={"spec": wire_spec(spec)},
                      task_id=job_id, queue=queue, argsrepr="()", kwargsrepr=spec.describe(), retry=True,
                      retry_policy=RETRY_POLICY)

@@ -35,7 +35,7 @@ class JobKind:
     curves: bool  # it records metric series per iteration: history, compare, watch's bars
     one_line: Callable[[Mapping[str, Any]], str]  # a stored spec (a dict), in a line for `list` and `status`
     ended: Callable[[Summary], str]  # what its summary says, in a line for `wait` and `result`
-    progress_total: Callable[[Mapping[str, Any]], int]  # units of progress (iterations) a watcher counts to
+    progress_total: Callable[[Mapping[str, Any]], int]  # units of progress (iterations) a watcher counts to; 0: unknown
     operands: tuple[str, ...] = ()  # spec fields that are tensors, read from literals or files before validation
     marker: str | None = None  # a field only this kind has: a job file's entry naming it is of this kind
     shown_after_wait: bool = False  # `submit --wait` prints its result (a tensor) before its summary
@@ -92,6 +92,23 @@ def _train_ended(s: Summary) -> str:
     return f"{told}; {name} {_g(m.get('last'))} (best {_g(m.get('best'))} at iteration {m.get('best_iteration')})"
 
 
+def _run_line(spec: Mapping[str, Any]) -> str:
+    params = spec.get("params") or {}
+    return " ".join([str(spec.get("function")), *(f"{k}={v}" for k, v in params.items()), f"seed={spec.get('seed')}"])
+
+
+def _run_ended(s: Summary) -> str:
+    """A job function's ending: its headline metric (else the first it reported), as training jobs tell theirs."""
+    metrics = s.get("metrics") or {}
+    first = metric_names.LOSS if metric_names.LOSS in metrics else next(iter(metrics), None)
+    name = metric_names.headline(s) or first
+    if name is None:
+        return f"{s.get('function')}: reported no metric"
+    m = metric_names.summarized(s, name)
+    return (f"{s.get('function')}: {name} {_g(m.get('last'))} (best {_g(m.get('best'))} at step "
+            f"{m.get('best_iteration')}), {s.get('steps')} steps")
+
+
 KINDS: dict[Kind, JobKind] = {
     Kind.OP: JobKind(
         kind=Kind.OP, task=TaskName.TENSOR_OP, spec_model="shared.specs:TensorOpSpec",
@@ -102,6 +119,11 @@ KINDS: dict[Kind, JobKind] = {
         kind=Kind.TRAIN, task=TaskName.TRAIN, spec_model="shared.specs:TrainSpec",
         runner="worker.training:execute_train", pure=False, result="weights", curves=True, one_line=_fields_line,
         ended=_train_ended, progress_total=lambda spec: int(spec.get("iterations") or 1)),
+    Kind.RUN: JobKind(
+        kind=Kind.RUN, task=TaskName.RUN, spec_model="shared.specs:RunSpec", runner="worker.functions:execute_run",
+        pure=False, result="summary", curves=True, one_line=_run_line, ended=_run_ended,
+        progress_total=lambda spec: 0,  # known to the function only (ctx.total): `workers` shows it
+        marker="function"),
 }
 DEFAULT_KIND = Kind.TRAIN  # a job file's entry that names neither a kind nor an op
 

@@ -12,6 +12,7 @@ class TaskName(str, Enum):
     TENSOR_OP = "tensorq.tensor_op"
     TENSOR_OPS = "tensorq.tensor_ops"  # one message carrying many op jobs (client.map_op, submit op --many)
     TRAIN = "tensorq.train"
+    RUN = "tensorq.run"  # a job function, by name (never code)
 
 
 class Queue(str, Enum):

@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -255,8 +256,25 @@ class TrainSpec(_Spec):
         return data
 
 
-JobSpec = Annotated[TensorOpSpec | TrainSpec, Field(discriminator="kind")]
-_JOB_SPEC: TypeAdapter[TensorOpSpec | TrainSpec] = TypeAdapter(JobSpec)
+class RunSpec(_Spec):
+    """A user's job function (an entry point in the group tensorq.jobs) run with these params; the seed seeds
+    torch's global RNG before the call and is the function's `ctx.seed`."""
+
+    kind: Literal[Kind.RUN] = Kind.RUN
+    function: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
+    params: dict[str, JsonValue] = Field(default_factory=dict)  # what JSON can say
+    seed: Seed | None = None  # chosen and recorded at submit when not given (seed_randn)
+    device: Device = Device.AUTO
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds; then `failed` at its next report
+
+    def describe(self) -> str:
+        params = " ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"run {self.function}{' ' + params if params else ''} seed={self.seed} device={self.device}"
+
+
+AnySpec = TensorOpSpec | TrainSpec | RunSpec
+JobSpec = Annotated[AnySpec, Field(discriminator="kind")]
+_JOB_SPEC: TypeAdapter[AnySpec] = TypeAdapter(JobSpec)
 
 
 def seed_randn(spec: dict[str, Any]) -> dict[str, Any]:
@@ -265,12 +283,12 @@ def seed_randn(spec: dict[str, Any]) -> dict[str, Any]:
     entry = kinds.find(spec.get("kind"))
     operands = [spec.get(name) for name in entry.operands] if entry else []
     sources = [o.get("source") for o in operands if isinstance(o, dict)]
-    if spec.get("seed") is None and "randn" in sources:
+    if spec.get("seed") is None and ("randn" in sources or entry is not None and entry.kind is Kind.RUN):
         return {**spec, "seed": secrets.randbelow(2**31)}
     return spec
 
 
-def parse_spec(data: object) -> TensorOpSpec | TrainSpec:
+def parse_spec(data: object) -> AnySpec:
     """A spec from a dict (a message, a job file, CLI flags); any problem raises BadInput in one line."""
     try:
         return _JOB_SPEC.validate_python(data)
@@ -300,7 +318,7 @@ def one_line(error: ValidationError) -> str:
     return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text  # one line, always
 
 
-def describe(spec: TensorOpSpec | TrainSpec) -> str:
+def describe(spec: AnySpec) -> str:
     """A short one-line description: what Flower shows as the task's arguments."""
     return spec.describe()
 

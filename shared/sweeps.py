@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared import kinds
 from shared.errors import BadInput
-from shared.specs import TensorOpSpec, TrainSpec, parse_spec, seed_randn
+from shared.specs import AnySpec, RunSpec, TrainSpec, parse_spec, seed_randn
 from shared.vocab import Bundled, Device, Kind, Op, OpDtype, Priority
 
 MAX_JOBS_PER_SUBMIT = 10_000  # a typo in a sweep should not enqueue a million jobs
@@ -26,7 +26,7 @@ EXTRA_KEYS = ("sweep", "seeds", "priority", "queue")
 class Planned:
     """One job to submit: its spec, where it goes, and the swept values that made it."""
 
-    spec: TensorOpSpec | TrainSpec
+    spec: AnySpec
     priority: str = Priority.NORMAL.value
     queue: str | None = None
     swept: dict[str, Any] = field(default_factory=dict)
@@ -44,6 +44,14 @@ def parse_sweep_option(text: str, flag: str = "--sweep", form: str = "FIELD=V1,V
     if not sep or not name.strip() or not values.strip():
         raise BadInput(f"{flag}: expected {form} (got {text!r})")
     return field_name(name), [_value(v.strip()) for v in values.split(",") if v.strip()]
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """`--param lr=1e-3` -> ("lr", 0.001): the whole value read as JSON when it can be ([1, 2], true), else text."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise BadInput(f"--param: expected KEY=VALUE such as lr=1e-3 (got {text!r})")
+    return field_name(name), _value(value.strip())
 
 
 def _value(text: str) -> Any:
@@ -84,11 +92,21 @@ def expand(entry: dict[str, Any], where: str) -> list[Planned]:
         values = dict(zip(grid, combo, strict=True))
         label = where + (" (" + ", ".join(f"{k}={v}" for k, v in values.items()) + ")" if values else "")
         try:
-            spec = parse_spec(seed_randn({**body, **values}))
+            spec = parse_spec(seed_randn(_with_values(body, values)))
         except BadInput as e:
             raise BadInput(f"{label}: {e}") from None
         planned.append(Planned(spec, priority, queue, values))
     return planned
+
+
+def _with_values(body: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A job's spec with one combination of swept values: a job function's swept names that are not fields of
+    its spec (function, seed, device, timeout) are its params."""
+    if body.get("kind") != Kind.RUN.value:
+        return {**body, **values}
+    fields = set(RunSpec.model_fields)
+    params = {**(body.get("params") or {}), **{k: v for k, v in values.items() if k not in fields}}
+    return {**body, **{k: v for k, v in values.items() if k in fields}, "params": params}
 
 
 def expand_all(entries: Iterable[tuple[str, dict[str, Any]]]) -> list[Planned]:
@@ -182,6 +200,12 @@ class TrainEntry(TrainSpec, _Extras):
     dataset: Bundled | None = Field(None, description="a bundled dataset, instead of data")
 
 
+class RunEntry(RunSpec, _Extras):
+    model_config = ConfigDict(alias_generator=_hyphen, populate_by_name=True, extra="forbid", frozen=False)
+    kind: Literal[Kind.RUN]  # required: an entry names its kind to run a function
+    sweep: dict[str, list[Any]] | None = Field(None, description="params (or seed, device, timeout) -> values")
+
+
 class OpEntry(_Extras):
     kind: Literal[Kind.OP] = Kind.OP
     op: Op
@@ -196,7 +220,7 @@ class OpEntry(_Extras):
 def json_schema() -> dict[str, Any]:
     """The job file's schema: a list of jobs, or `{"jobs": [...]}`, each field as `hidden-size` or
     `hidden_size` (both are accepted, as on the command line)."""
-    schema = TypeAdapter(list[TrainEntry | OpEntry]).json_schema(by_alias=True)
+    schema = TypeAdapter(list[TrainEntry | RunEntry | OpEntry]).json_schema(by_alias=True)
     for definition in schema["$defs"].values():
         properties = definition.get("properties", {})
         for name in [n for n in properties if "-" in n]:

@@ -80,6 +80,7 @@ class Bundled(Word):
 class Kind(Word):
     OP = "op"
     TRAIN = "train"
+    RUN = "run"  # a user's own job function (shared/functions.py)
 
 
 class JobState(Word):

@@ -38,4 +38,4 @@ def test_queue_names_that_are_refused_in_one_line(name: str) -> None:
 
 
 def test_task_names_are_the_ones_workers_register() -> None:
-    assert {t.value for t in TaskName} == {"tensorq.tensor_op", "tensorq.tensor_ops", "tensorq.train"}
+    assert {t.value for t in TaskName} == {"tensorq.tensor_op", "tensorq.tensor_ops", "tensorq.train", "tensorq.run"}

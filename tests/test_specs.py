@@ -110,8 +110,8 @@ def test_train_several_errors_are_counted_on_one_line():
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({}, "kind: must be 'op' or 'train'"),
-        ({"kind": "predict"}, "kind: must be 'op' or 'train'"),
+        ({}, "kind: must be 'op' or 'train' or 'run'"),
+        ({"kind": "predict"}, "kind: must be 'op' or 'train' or 'run'"),
         ([], "a job spec must be an object"),
         (None, "a job spec must be an object"),
         ("train", "a job spec must be an object"),

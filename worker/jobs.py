@@ -17,7 +17,7 @@ from celery.exceptions import Ignore, Reject
 from shared import __version__
 from shared.errors import Interrupted, JobFailed, TensorqError
 from shared.kinds import JobKind
-from shared.specs import TensorOpSpec, TrainSpec, parse_spec
+from shared.specs import AnySpec, TensorOpSpec, parse_spec
 from shared.vocab import Device, JobState, StopReason
 from worker import context, outages
 
@@ -174,7 +174,7 @@ def announce_revoked(job_id: str) -> None:
         log.warning("job %s: could not send the task-revoked event (%s)", job_id, err)
 
 
-def decode(args: tuple[Any, ...], kwargs: dict[str, Any], kind: str) -> TensorOpSpec | TrainSpec:
+def decode(args: tuple[Any, ...], kwargs: dict[str, Any], kind: str) -> AnySpec:
     """The spec from a task's keyword arguments; anything else in the message is a clear failure."""
     if args:
         raise JobFailed(f"bad message: {len(args)} positional arguments (tensorq sends only spec=...)")

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared import broker_errors, defaults, processes
+from shared import broker_errors, defaults, functions, processes
 from shared.errors import BrokerUnreachable, TensorqError
 from shared.keys import Keys
 from shared.protocol import Queue, queues_in_priority_order
@@ -62,8 +62,10 @@ def plan(gpus_arg: str, name: str | None, extra_queues: list[str], host: str | N
     chosen = devices.select(gpus_arg, devices.visible_gpus() if gpus_arg.strip().lower() != "none" else [])
     base = name or ""
     if not chosen:
-        return [Child(f"{base or 'cpu'}@{host}", queues_in_priority_order([Queue.CPU.value, *extra_queues]), None)]
-    queues = queues_in_priority_order([Queue.GPU.value, *extra_queues])
+        bases = [Queue.CPU.value, *extra_queues]
+        return [Child(f"{base or 'cpu'}@{host}", queues_in_priority_order([*bases, *functions.queues(bases)]), None)]
+    bases = [Queue.GPU.value, *extra_queues]
+    queues = queues_in_priority_order([*bases, *functions.queues(bases)])  # and the job functions it offers
     return [Child(f"{base}gpu{g.index}@{host}", queues, g.index) for g in chosen]
 
 

@@ -24,6 +24,7 @@ from worker import dataset, loop
 from worker.context import WorkerContext
 from worker.devices import describe_torch_device
 from worker.network import DTYPES
+from worker.streams import Streams
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +33,12 @@ def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: Worke
                   ) -> tuple[dict[str, Any], dict[str, bytes]]:
     check_fits(spec, device)
     arrays = dataset.fetch(ctx.store, spec.data) if spec.data else None  # once per job start
-    holder = ctx.lease_holder
-    assert holder is not None  # run_job took the lease before it called this
     resume = load_checkpoint(ctx, job_id)
-    # each series holds exactly the iterations before the resume point (all of them go on a fresh start)
-    positions = dict(resume.positions) if resume else {}
-    ctx.store.series.trim_after(job_id, positions)
+    streams = Streams(ctx, job_id, resume.positions if resume else None)
     deadline = time.monotonic() + spec.timeout - (resume.state.seconds if resume else 0.0) if spec.timeout else None
 
     def sink(name: str, first: int, step: int, values: torch.Tensor) -> None:
-        entry = ctx.store.series.append(job_id, name, first, values.numpy(), step, holder)
-        if entry is None:
-            ctx.lease_lost = True  # taken over: the loop stops at its next iteration, writing nothing more
-            return
-        positions[name] = entry  # where the next checkpoint says this series stands
-        if name == LOSS:
+        if streams.append(name, first, step, values.numpy()) and name == LOSS:
             ctx.progress = (first + len(values), spec.iterations)  # the heartbeat reports it
 
     def should_stop() -> str | None:
@@ -57,7 +49,8 @@ def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: Worke
     try:
         result = loop.train(spec, device, sink, defaults.LOSS_FLUSH_ITERATIONS, defaults.LOSS_FLUSH_INTERVAL_S,
                             should_stop=should_stop, resume=resume.state if resume else None,
-                            checkpoint=lambda state: save_checkpoint(ctx, job_id, holder, state, positions),
+                            checkpoint=lambda state: save_checkpoint(ctx, job_id, streams.holder, state,
+                                                                     streams.positions),
                             checkpoint_every=spec.checkpoint_every,
                             checkpoint_interval_s=defaults.CHECKPOINT_INTERVAL_S, arrays=arrays)
         return ending(job_id, spec, device, ctx, result, resume)

@@ -162,3 +162,26 @@ def workers(here: bool, as_json: bool, broker: str | None) -> None:
     if here and not nodes:
         say(f"error: no live worker on {socket.gethostname()}")
         sys.exit(1)
+
+
+@click.command("functions")
+@json_option
+@broker_option
+def functions_command(as_json: bool, broker: str | None) -> None:
+    """The job functions live workers offer (`tensorq submit run NAME`), and which workers offer each."""
+    from shared.functions import named_in
+
+    offered: dict[str, set[str]] = {}
+    for node in client(broker).registry.live():
+        queues = node.get("queues") or []
+        for queue in queues if isinstance(queues, list) else str(queues).split(","):
+            if (name := named_in(queue)) is not None:
+                offered.setdefault(name, set()).add(str(node.get("name")))
+    rows = [{"name": name, "workers": sorted(workers)} for name, workers in sorted(offered.items())]
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        say("no live worker offers a job function (entry points in the group tensorq.jobs where workers run)")
+    else:
+        for row in rows:
+            click.echo(f"{row['name']:24} {', '.join(row['workers'])}")

@@ -11,6 +11,7 @@ import click
 from producer.commands.common import (
     broker_option,
     client,
+    finite,
     group_option,
     jobs_or_group,
     json_option,
@@ -179,8 +180,25 @@ def weights_result(job: Job, record: JobRecord, output: Path | None, as_json: bo
 
 
 # How `result` shows each kind's result artifact (shared/kinds.py names it).
+def summary_result(job: Job, record: JobRecord, output: Path | None, as_json: bool) -> None:
+    """A job function's result: the summary it returned (JSON; `-o` writes it to a file)."""
+    import json
+
+    from shared.errors import BadInput
+
+    if record.state != JobState.SUCCEEDED:
+        why = f" ({record.error})" if record.error else ""
+        raise BadInput(f"job {job.id} is {record.state}; it has no result{why}")
+    text = json.dumps(finite(record.summary or {}), indent=2, allow_nan=False)
+    if output is not None:
+        output.write_text(text + "\n")
+        click.echo(f"wrote the summary of job {job.id} to {output}", err=True)
+    else:
+        click.echo(text)
+
+
 RESULTS: dict[str, Callable[[Job, JobRecord, Path | None, bool], None]] = {
-    "result": tensor_result, "weights": weights_result}
+    "result": tensor_result, "weights": weights_result, "summary": summary_result}
 
 
 def weights_note(record: JobRecord) -> str:

@@ -223,6 +223,41 @@ def submit_train(queue: str | None, priority: str, wait: bool, watch: bool, as_j
     _after_submit(c, job, wait, watch, as_json)
 
 
+@submit.command("run")
+@click.argument("name", metavar="NAME")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter of the function (repeatable); the value is read as JSON when it can be (1e-3, true, "
+                   "[1, 2]), else as text.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1),
+              help="Seeds torch's global RNG before the call, and is ctx.seed (default: one chosen and recorded).")
+@click.option("--timeout", type=float, metavar="SECONDS",
+              help="Fail the job after this much time, over all attempts (at its next report, or when it returns).")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
+              help="Run the grid over these param values (repeatable; e.g. --sweep lr=1e-3,1e-2).")
+@click.option("--seeds", type=click.IntRange(1), metavar="N", help="Repeat each job with seeds seed .. seed+N-1.")
+@submit_options
+def submit_run(name: str, params: tuple[str, ...], seed: int | None, timeout: float | None, sweeps: tuple[str, ...],
+               seeds: int | None, device: str | None, queue: str | None, priority: str, wait: bool, watch: bool,
+               as_json: bool, broker: str | None) -> None:
+    """Run your own job function NAME (an entry point in the group tensorq.jobs, installed where the workers
+    run) with the same leases, checkpoints, cancel and metric series as a training job."""
+    from shared.functions import check_name
+    from shared.sweeps import parse_param, parse_sweep_option
+
+    check_name(name)
+    given = dict(parse_param(text) for text in params)
+    spec = {"kind": Kind.RUN.value, "function": name, "params": given, "seed": seed, "device": device,
+            "timeout": timeout}
+    spec = {k: v for k, v in spec.items() if v is not None}
+    c = client(broker)
+    if sweeps or seeds:
+        grid = dict(parse_sweep_option(text) for text in sweeps)
+        group_id, jobs = c.sweep(spec, grid, seeds, queue, priority)
+        _after_group(c, group_id, jobs, wait, watch, as_json)
+        return
+    _after_submit(c, c.submit(spec, queue, priority), wait, watch, as_json)
+
+
 @click.command()
 @click.argument("job_id", metavar="JOB")
 @click.option("--set", "changes", multiple=True, metavar="FIELD=VALUE", help="Change a spec field (repeatable).")
