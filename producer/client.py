@@ -256,10 +256,10 @@ class Client:
     def rerun(self, job_id: str, changes: dict[str, Any] | None = None) -> Job:
         """The same spec again (with `changes`), on the same queue and priority; the new record links back."""
         from shared.specs import parse_spec
-        from shared.sweeps import Planned, field_name
+        from shared.sweeps import Planned, field_name, with_values
 
         original = self.store.require(job_id)
-        spec = {**original.spec, **{field_name(k): v for k, v in (changes or {}).items()}}
+        spec = with_values(original.spec, {field_name(k): v for k, v in (changes or {}).items()})
         if "dataset" in spec:  # a new dataset by name replaces the job's own
             spec.pop("data", None)
         try:

@@ -92,14 +92,14 @@ def expand(entry: dict[str, Any], where: str) -> list[Planned]:
         values = dict(zip(grid, combo, strict=True))
         label = where + (" (" + ", ".join(f"{k}={v}" for k, v in values.items()) + ")" if values else "")
         try:
-            spec = parse_spec(seed_randn(_with_values(body, values)))
+            spec = parse_spec(seed_randn(with_values(body, values)))
         except BadInput as e:
             raise BadInput(f"{label}: {e}") from None
         planned.append(Planned(spec, priority, queue, values))
     return planned
 
 
-def _with_values(body: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+def with_values(body: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """A job's spec with one combination of swept values: a job function's swept names that are not fields of
     its spec (function, seed, device, timeout) are its params."""
     if body.get("kind") != Kind.RUN.value:
