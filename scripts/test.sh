@@ -21,7 +21,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m venv .venv
-.venv/bin/pip install -q torch==2.13.0 -e '.[worker,test]'
+# examples/jobs: the example job functions (entry points in tensorq.jobs) the README and tests/e2e/test_functions.py use
+.venv/bin/pip install -q torch==2.13.0 -e '.[worker,test]' -e examples/jobs
 # Lint first (a second), then types beside the tests: mypy's cold run takes about 40 s that the tests, mostly
 # waiting on their workers, leave free. Either failing fails the run; both read pyproject.toml.
 .venv/bin/ruff check .
