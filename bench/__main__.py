@@ -20,6 +20,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer jobs and rounds (a smoke run)")
     parser.add_argument("--neighbour", action="store_true",
                         help="only the CPU job quiet and beside a busy process (setsid), as a CPU worker runs it")
+    parser.add_argument("--report", action="store_true",
+                        help="only what ctx.report costs a job function's ~300 us step (a 0-d tensor and a float)")
     parser.add_argument("--evaluation", action="store_true",
                         help="only the held-out metrics' cost in the training loop (digits, full and mini-batch)")
     parser.add_argument("--scale", action="store_true",
@@ -29,6 +31,12 @@ def main() -> int:
         from bench import scale
 
         return scale.run(args.json)
+    if args.report:
+        from bench import functions as function_bench
+
+        rounds = 6 if args.quick else 30
+        return _report([function_bench.report_overhead(rounds), function_bench.report_overhead(rounds, tensors=False)],
+                       args.json, args.quick)
     if args.evaluation:
         from bench import measures
 
@@ -53,6 +61,9 @@ def main() -> int:
         results.append(measures.train_wall(client, iterations, pair_rounds))
         results.append(measures.recording(iterations, pair_rounds))
         results.append(measures.evaluation(6 * pair_rounds))
+        from bench import functions as function_bench
+
+        results.append(function_bench.report_overhead(4 * pair_rounds))
         floor = measures.noise_floor(iterations, pair_rounds)
         job_id = client.submit_op("add", 1, 2, device="cpu", queue="bench").id
         results += measures.startup(stack, job_id, 5 if args.quick else 15)

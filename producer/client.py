@@ -255,6 +255,7 @@ class Client:
 
     def rerun(self, job_id: str, changes: dict[str, Any] | None = None) -> Job:
         """The same spec again (with `changes`), on the same queue and priority; the new record links back."""
+        from shared.functions import FUNCTION_QUEUE
         from shared.specs import parse_spec
         from shared.sweeps import Planned, field_name, with_values
 
@@ -267,6 +268,7 @@ class Client:
         except BadInput as e:
             raise BadInput(f"--set: {e}") from None
         base = original.queue.rsplit(".", 1)[0] if original.priority != Priority.NORMAL else original.queue
+        base = base.split(FUNCTION_QUEUE, 1)[0]  # a job function's queue is made again from its base
         return self._enqueue([Planned(parsed, original.priority, base)], rerun_of=original.id)[0]
 
     def _enqueue(self, planned: list[Planned], group: str | None = None, rerun_of: str | None = None,
