@@ -171,6 +171,8 @@ class TrainSpec(_Spec):
     def evaluated(self) -> list[str]:
         """The metrics measured apart from the step (shared/metric_names.py KNOWN): accuracy for a classifier, the
         held-out loss (and accuracy) when rows are held out."""
+        if self.data is None and self.eval_every is None:  # torch.randn rows: only when asked for (--eval-every)
+            return []
         held = [metric_names.VAL_LOSS, *([metric_names.VAL_ACCURACY] if self.loss is Loss.CE else [])]
         return [*([metric_names.ACCURACY] if self.loss is Loss.CE else []), *(held if self.val_fraction else [])]
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from shared import functions
 from shared.errors import BadInput
 from shared.settings import Settings
 from worker import devices, launcher
@@ -16,6 +17,15 @@ from worker.launcher import Child, plan
 
 TWO_GPUS = [Gpu(0, "NVIDIA H200"), Gpu(1, "NVIDIA H200")]
 SETTINGS = Settings("redis://:pw@127.0.0.1:6390/0", "env", Path("/nonexistent"), "tq-test:", 3600)
+
+
+@pytest.fixture(autouse=True)
+def offered(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The job functions this environment offers: none, unless a test adds some (the venv's examples/jobs
+    would otherwise add theirs to every plan)."""
+    found: dict[str, Any] = {}
+    monkeypatch.setattr(functions, "offered", lambda: found)
+    return found
 
 
 @pytest.fixture
@@ -51,6 +61,17 @@ def test_a_name_and_extra_queues_every_level_high_first(gpus: list[Gpu]) -> None
     assert cpu.queues == ["cpu.high", "handback.high", "cpu", "handback", "cpu.low", "handback.low"]
     [gpu] = plan("1", "big", ["x"], host="h")
     assert (gpu.name, gpu.gpu, gpu.queues) == ("biggpu1@h", 1, ["gpu.high", "x.high", "gpu", "x", "gpu.low", "x.low"])
+
+
+def test_each_function_offered_adds_its_queues_at_every_level(gpus: list[Gpu], offered: dict[str, Any]) -> None:
+    """Given an environment offering `fit` and `eval`, a worker also consumes <base>.fn.<name> for each of its
+    base queues, each priority level before the next, and only those."""
+    offered.update({"fit": object(), "eval": object()})
+    [cpu] = plan("none", None, ["group"], host="h")
+    assert cpu.queues[:6] == ["cpu.high", "group.high", "cpu.fn.eval.high", "cpu.fn.fit.high", "group.fn.eval.high",
+                              "group.fn.fit.high"]
+    assert [q for q in cpu.queues if functions.named_in(q)] == [
+        f"{b}.fn.{f}{level}" for level in (".high", "", ".low") for b in ("cpu", "group") for f in ("eval", "fit")]
 
 
 def test_the_host_defaults_to_this_one(gpus: list[Gpu]) -> None:
