@@ -60,10 +60,11 @@ def main() -> int:
         results = measures.tiny_ops(stack, client, n, rounds)
         results.append(measures.train_wall(client, iterations, pair_rounds))
         results.append(measures.recording(iterations, pair_rounds))
-        results.append(measures.evaluation(6 * pair_rounds))
+        results.append(measures.evaluation((2 if args.quick else 6) * pair_rounds))
         from bench import functions as function_bench
 
-        results.append(function_bench.report_overhead(4 * pair_rounds))
+        results.append(function_bench.report_overhead(pair_rounds if args.quick else 4 * pair_rounds,
+                                                      steps=500 if args.quick else 2000))
         floor = measures.noise_floor(iterations, pair_rounds)
         job_id = client.submit_op("add", 1, 2, device="cpu", queue="bench").id
         results += measures.startup(stack, job_id, 5 if args.quick else 15)

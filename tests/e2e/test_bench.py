@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from bench.stack import REPO
 
 NAMES = {"tiny op jobs/s, one message each", "tiny op jobs/s, batched (client.map_op + gather)",
@@ -16,6 +18,7 @@ NAMES = {"tiny op jobs/s, one message each", "tiny op jobs/s, batched (client.ma
          "`tensorq --help` start-up", "`tensorq status JOB` start-up"}
 
 
+@pytest.mark.timeout(660)  # a minute alone; several on a loaded 2-core machine (the subprocess has 600 s)
 def test_the_quick_benchmark_reports_every_ratio_against_its_goal() -> None:
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json"], cwd=REPO, capture_output=True,
                           text=True, timeout=600)
