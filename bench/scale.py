@@ -1,7 +1,7 @@
 """`python -m bench --scale`: the store at a million jobs. Filtered `list` with 100 and with 1,000,000 job records
 (a ratio: indexes, not a scan), the scrape time of `tensorq metrics`, and the bytes of Redis one finished tiny op
-job holds (a real job, run by a real worker), with Redis's default hash encoding and with
-`hash-max-listpack-value 512`."""
+job holds (real jobs, run by a real worker, with the default retention), with Redis's default hash encoding and
+with `hash-max-listpack-value 512`. `BENCH_SCALE_SIZES=100,10000` makes a quick run."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from bench.stack import TENSORQ_QUEUE, Stack
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_SCALE_SIZES", "100,1000000").split(","))
 TRAIN_JOBS = 50  # the few training jobs among the op jobs: what `list --kind train` looks for
 BATCH = 10_000
+OP_JOBS = 100  # real op jobs measured: their average, each share of a bucket and an index as a full one holds
 
 
 class ScaleStack(Stack):
@@ -42,13 +43,23 @@ def fill(store: Any, start: int, stop: int, group_size: int = 100) -> None:
     """Finished job records `start`..`stop`-1 as the store leaves them (record, `jobs` and state index entries,
     ending counts, groups of `group_size`), written with pipelines: the TRAIN_JOBS first are training jobs, the
     rest ops."""
+    from shared.blobs import compact_result, pieces
     from shared.keys import Keys
+    from shared.tensors import safetensors_bytes
 
     keys: Keys = store.keys
-    spec = json.dumps({"kind": "op", "op": "add", "a": {"dtype": "float32", "shape": [2, 2], "data": A},
-                       "b": {"dtype": "float32", "shape": [2, 2], "data": B}, "device": "cpu"})
-    summary = json.dumps({"op": "add", "shape": [2, 2], "dtype": "float32", "seconds": 1.2e-05, "device": "cpu",
-                          "worker": "bench@host", "torch": "2", "cuda": None, "tensorq": "0.1.0"})
+    compact = (",", ":")  # as the store writes them, in pieces of at most 64 bytes
+    spec = pieces("spec", json.dumps({"kind": "op", "op": "add", "a": {"dtype": "float32", "shape": [2, 2], "data": A},
+                                      "b": {"dtype": "float32", "shape": [2, 2], "data": B}, "device": "cpu"},
+                                     separators=compact))
+    summary = pieces("summary", json.dumps({"op": "add", "shape": [2, 2], "dtype": "float32", "seconds": 1.2e-05,
+                                            "device": "cpu", "torch": "2", "cuda": None, "tensorq": "0.1.0"},
+                                           separators=compact))
+    import numpy as np
+
+    result = pieces("artifact:result", compact_result(safetensors_bytes({"result": np.ones((2, 2), "float32")}))
+                    or b"")
+    fields = [x for pair in {**spec, **summary, **result}.items() for x in pair]
     now = time.time()
     for first in range(start, stop, BATCH):
         with store.redis.pipeline(transaction=False) as p:
@@ -57,10 +68,9 @@ def fill(store: Any, start: int, stop: int, group_size: int = 100) -> None:
                 job_id, kind = f"{n:016x}", "train" if n < TRAIN_JOBS else "op"
                 at = now - (stop - n) * 0.001
                 p.execute_command("HSET", keys.job(job_id), "kind", kind, "state", "succeeded", "queue", "cpu",
-                                  "spec", spec, "submitted_at", repr(at), "priority", "normal",
-                                  "group", f"g{n // group_size}", "worker", "bench@host", "device", "cpu",
-                                  "started_at", repr(at), "finished_at", repr(at), "summary", summary,
-                                  "artifact:result", "redis", "attempts", "1")
+                                  "submitted_at", repr(at), "group", f"g{n // group_size}", "worker", "bench@host",
+                                  "device", "cpu", "started_at", repr(at), "finished_at", repr(at), "attempts", "1",
+                                  *fields)
                 scores[kind][job_id] = at
                 p.rpush(keys.group_jobs(f"g{n // group_size}"), job_id)
                 if n % group_size == 0:
@@ -94,16 +104,29 @@ LISTS: dict[str, Callable[[Any], Any]] = {  # the filters, as `tensorq list` ask
 
 
 def op_job_bytes(client: Any) -> tuple[int, dict[str, int]]:
-    """Bytes of Redis one finished `add` of two 2x2 float32 operands holds: its keys' MEMORY USAGE, and its share of
-    the indexes it sits in (their usage per member)."""
-    job = client.submit_op("add", A, B, device="cpu", dtype="float32", queue=TENSORQ_QUEUE)
-    job.wait(timeout=60)
+    """Bytes of Redis one finished `add` of two 2x2 float32 operands holds, averaged over OP_JOBS real jobs: its
+    keys' MEMORY USAGE (record, result when it has a key of its own), and its share of the indexes it sits in
+    (their usage per member: the (kind, state) index, every job's, and the expiring set's bucket lists)."""
+    jobs = [client.submit_op("add", A, B, device="cpu", dtype="float32", queue=TENSORQ_QUEUE) for _ in range(OP_JOBS)]
+    for job in jobs:
+        job.wait(timeout=60)
     store = client.store
     r, keys = store.redis, store.keys
-    parts = {"record": r.memory_usage(keys.job(job.id), samples=0) or 0,
-             "result": r.memory_usage(keys.artifact(job.id, "result"), samples=0) or 0}
+
+    def usage(key: str) -> int:
+        return int(r.memory_usage(key, samples=0) or 0)
+
+    parts = {"record": round(sum(usage(keys.job(j.id)) for j in jobs) / len(jobs)),
+             "result": round(sum(usage(keys.artifact(j.id, "result")) for j in jobs) / len(jobs))}
     for name, index in (("jobs index", keys.jobs), ("state index", keys.state_index("op", "succeeded"))):
-        parts[name] = round((r.memory_usage(index, samples=0) or 0) / max(r.zcard(index), 1))
+        parts[name] = round(usage(index) / max(r.zcard(index), 1))
+    buckets = [f"{keys.expiring}:{m.decode()[1:]}" for m in r.zrange(keys.expiring, 0, -1) if m.startswith(b"@")]
+    listed = sum(r.llen(b) for b in buckets)
+    parts["expiring"] = round((sum(usage(b) for b in buckets) + usage(keys.expiring)) / max(listed, 1))
+    ids = [j.id for j in jobs]  # gone, for the next measure (another encoding)
+    r.delete(*(keys.job(j) for j in ids), *(keys.artifact(j, "result") for j in ids), *buckets, keys.expiring)
+    for index in (keys.jobs, keys.state_index("op", "succeeded")):
+        r.zrem(index, *ids)
     return sum(parts.values()), parts
 
 

@@ -83,5 +83,5 @@ def main() -> None:
 for command in (fleet.up, fleet.down, fleet.worker, fleet.flower, fleet.workers, submit.submit, submit.rerun,
                 jobs.status, jobs.list_jobs, jobs.wait, jobs.result, jobs.cancel, curves.history, curves.compare,
                 curves.watch, experiments.group, experiments.schema, export.export, fleet.functions_command,
-                operate.metrics):
+                operate.metrics, operate.prune):
     main.add_command(command)

@@ -1,5 +1,5 @@
 """When, as users write it: `30m`, `2h`, `1d` ago, or an ISO date/time (the CLI's `--since`, the client's
-`jobs(since=...)`)."""
+`jobs(since=...)`); and how long, as a duration alone (`prune --older-than 7d`)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,20 @@ def since(value: str | float | int | datetime) -> float:
         return float(value)
     text = str(value).strip()
     if m := DURATION.fullmatch(text):
-        return time.time() - float(m.group(1)) * UNITS_S[m.group(2)]
+        return time.time() - _seconds(m)
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise BadInput(f"since: expected a duration like 30m, 2h, 1d or a date like 2026-11-28 (got {text!r})") \
             from None
+
+
+def duration_s(value: str, option: str) -> float:
+    """Seconds of a duration as `since` reads one (`7d`, `12h`, `30m`, `90s`, `2w`); BadInput naming `option`."""
+    if m := DURATION.fullmatch(value.strip()):
+        return _seconds(m)
+    raise BadInput(f"{option}: expected a duration like 7d, 12h or 30m (got {value!r})")
+
+
+def _seconds(m: re.Match[str]) -> float:
+    return float(m.group(1)) * UNITS_S[m.group(2)]

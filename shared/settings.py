@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from shared import defaults
 from shared.errors import BadInput
+from shared.vocab import Kind
 
 STACK_RECORD_NAME = "stack.json"
 # Left by `tensorq down`: commands without --broker then say tensorq is down rather than fall back to the
@@ -23,6 +25,10 @@ SECRET_QUERY_KEYS = ("password", "ssl_password")
 _SECRET_QUERY = re.compile(rf"(?i)([?&](?:{'|'.join(SECRET_QUERY_KEYS)})=)(?:[^&]|&(?![\w.-]+=))*")
 # Every secret met in a broker URL in this process: scrub() takes them out of any message.
 _SECRETS: set[str] = set()
+# Retention by kind, the one place it differs: a kind named here has a setting of its own (the environment
+# variable, seconds; `0` or `none` keeps its jobs forever) and a default. Any kind is kept until TENSORQ_HISTORY_TTL
+# says otherwise, which is also the default of the kinds here when it is set. Set on the workers: they end jobs.
+RETENTION: dict[Kind, tuple[str, int]] = {Kind.OP: ("TENSORQ_OP_TTL", defaults.OP_TTL_S)}
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,9 @@ class Settings:
     key_prefix: str = defaults.DEFAULT_KEY_PREFIX
     visibility_timeout_s: int = defaults.VISIBILITY_TIMEOUT_S
     history_ttl_s: int | None = None  # finished jobs expire after this long; None keeps them forever
+    # seconds a finished job of each kind is kept (None: forever), from `retention()`
+    retention: Mapping[str, int | None] = field(
+        default_factory=lambda: {k.value: RETENTION[k][1] if k in RETENTION else None for k in Kind})
 
     @property
     def stack_record(self) -> Path:
@@ -78,6 +87,7 @@ def resolve(broker: str | None = None) -> Settings:
     prefix = os.environ.get("TENSORQ_KEY_PREFIX") or defaults.DEFAULT_KEY_PREFIX
     visibility = _positive_int("TENSORQ_VISIBILITY_TIMEOUT_S") or defaults.VISIBILITY_TIMEOUT_S
     history_ttl = _positive_int("TENSORQ_HISTORY_TTL")
+    kept = retention(history_ttl)
     if broker:
         url, source = broker, "flag"
     elif os.environ.get("TENSORQ_BROKER_URL"):
@@ -89,7 +99,35 @@ def resolve(broker: str | None = None) -> Settings:
     else:
         url, source = defaults.DEFAULT_BROKER_URL, "default"
     _SECRETS.update(secrets_of(url))
-    return Settings(url, source, home, prefix, visibility, history_ttl)
+    return Settings(url, source, home, prefix, visibility, history_ttl, kept)
+
+
+def retention(history_ttl_s: int | None) -> dict[str, int | None]:
+    """Seconds a finished job of each kind is kept (None: forever): the kind's own setting (RETENTION) when given,
+    else TENSORQ_HISTORY_TTL (`history_ttl_s`) when set, else the kind's default; BadInput for a bad value."""
+    table: dict[str, int | None] = {}
+    for kind in Kind:
+        name, default = RETENTION.get(kind, ("", None))
+        own = _ttl_or_forever(name) if name else None
+        table[kind.value] = own[0] if own is not None else history_ttl_s if history_ttl_s is not None else default
+    return table
+
+
+def _ttl_or_forever(name: str) -> tuple[int | None] | None:
+    """The variable's seconds, as a 1-tuple (`(None,)`: `0` or `none`, forever); None when it is not set."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if raw.lower() == "none" or raw == "0":
+        return (None,)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise BadInput(f"{name} must be a whole number of seconds, or 0 or none to keep those jobs forever "
+                       f"(got {raw!r})")
+    return (value,)
 
 
 def _positive_int(name: str) -> int | None:

@@ -8,6 +8,7 @@ It is the one source of truth for what users see; Celery's own bookkeeping is no
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -19,7 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared import defaults, leases, stats
-from shared.blobs import ARTIFACT_NAMES, Blobs
+from shared.blobs import (
+    ARTIFACT_FIELD,
+    ARTIFACT_NAMES,
+    FILE,
+    Blobs,
+    compact_result,
+    joined,
+    piece_names,
+    pieces,
+    unpieced,
+)
 from shared.errors import BadInput, JobNotFound
 from shared.keys import Keys
 from shared.leases import Leases
@@ -66,27 +77,69 @@ redis.call('SADD', KEYS[3], ARGV[6])
 return 'ok'
 """
 # An op job ends in one round trip: ops are pure and take microseconds, so a worker runs the op first and
-# then commits its result here unless the job has ended meanwhile (cancelled, or done by a redelivery).
-# KEYS: job, artifact, finished stream; ARGV: worker, device, started, finished, summary, where, blob, ttl,
-# maxlen, job id, key prefix.
+# then commits its result here unless the job has ended meanwhile (cancelled, or done by a redelivery). A small
+# result is among the record's fields (inline); a larger one is written to its own key.
+# KEYS: job, artifact, finished stream, expiring set, its bucket; ARGV: started, finished, result for its own key
+# (empty: inline), ttl (0: kept), maxlen, job id, key prefix, bucket member, then the record's fields and values.
 _FINISH_OP = stats.LUA + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return state end
-tq_account(ARGV[11], KEYS[1], ARGV[10], 'succeeded', tonumber(ARGV[4]), tonumber(ARGV[3]))
+tq_account(ARGV[7], KEYS[1], ARGV[6], 'succeeded', tonumber(ARGV[2]), tonumber(ARGV[1]))
 local f = redis.call('HMGET', KEYS[1], 'kind', 'submitted_at', 'attempts')
-if not f[3] and f[1] and f[2] then tq_observe(ARGV[11], 'wait', f[1], tonumber(ARGV[3]) - tonumber(f[2])) end
-redis.call('SET', KEYS[2], ARGV[7])
-redis.call('HSET', KEYS[1], 'state', 'succeeded', 'worker', ARGV[1], 'device', ARGV[2], 'started_at', ARGV[3],
-           'finished_at', ARGV[4], 'summary', ARGV[5], 'artifact:result', ARGV[6])
+if not f[3] and f[1] and f[2] then tq_observe(ARGV[7], 'wait', f[1], tonumber(ARGV[1]) - tonumber(f[2])) end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if tonumber(ARGV[8]) > 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[8])
-  redis.call('EXPIRE', KEYS[2], ARGV[8])
-  redis.call('ZADD', ARGV[11] .. 'jobs:expiring', tonumber(ARGV[4]) + tonumber(ARGV[8]), ARGV[10])
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  if ARGV[3] ~= '' then redis.call('EXPIRE', KEYS[2], ttl) end
+  redis.call('RPUSH', KEYS[5], ARGV[6])
+  redis.call('ZADD', KEYS[4], 'NX', tonumber(ARGV[2]) + ttl, ARGV[8])
 end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[10], 'state', 'succeeded')
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'id', ARGV[6], 'state', 'succeeded')
 return 'ok'
+"""
+# Take expired jobs out of the indexes, atomically, at most ARGV[2] of them. The expiring set holds buckets
+# (`@<n>`: the ids in the list `<expiring>:<n>`, scored by the earliest expiry pushed there) and, from stores
+# written before the buckets, single ids scored by their expiry. A record still there (another host's clock, a TTL
+# set again) is looked at again when its TTL says; one made persistent leaves the set.
+# KEYS: the expiring set; ARGV: now, batch, the job key prefix, then every index a job may sit in.
+_SWEEP = """
+local now, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
+local gone = {}
+local function ttl_of(id)
+  local ttl = redis.call('TTL', ARGV[3] .. id)
+  if ttl == -2 then table.insert(gone, id) end
+  return ttl
+end
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, budget)) do
+  if budget <= 0 then break end
+  if string.sub(member, 1, 1) == '@' then
+    local list = KEYS[1] .. ':' .. string.sub(member, 2)
+    while budget > 0 do
+      local id = redis.call('LPOP', list)
+      if not id then redis.call('ZREM', KEYS[1], member) break end
+      budget = budget - 1
+      local ttl = ttl_of(id)
+      if ttl >= 0 then
+        redis.call('LPUSH', list, id)
+        redis.call('ZADD', KEYS[1], now + math.max(ttl, 1), member)
+        break
+      end
+    end
+  else
+    budget = budget - 1
+    local ttl = ttl_of(member)
+    if ttl >= 0 then redis.call('ZADD', KEYS[1], now + math.max(ttl, 1), member)
+    else redis.call('ZREM', KEYS[1], member) end
+  end
+end
+if #gone > 0 then
+  for i = 4, #ARGV do redis.call('ZREM', ARGV[i], unpack(gone)) end
+end
+return #gone
 """
 # Put jobs written before the (kind, state) indexes existed into them, a page at a time; atomic per page, so
 # a state change either comes before (and is read here) or after (and moves the entry this wrote).
@@ -105,6 +158,46 @@ INDEX_PAGE_IDS = 1_000
 ID_LENGTH = 16
 MIN_ID_PREFIX = 4
 ID_CHARS = re.compile(r"[0-9a-f]+")
+# Fields a kind's summary shares with its record: stored once, in the record, and put back into the summary when
+# read (an op's summary names its worker; the record does already).
+SUMMARY_FROM_RECORD: dict[str, tuple[str, ...]] = {Kind.OP.value: ("worker",)}
+# A record's JSON values, compact: every byte counts a million times (one encoder: json.dumps with separators
+# would build one per call)
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+# An op's commit runs for every tiny job: its words are looked up once (an Enum's .value costs ~0.3 us each)
+_OP, _SUCCEEDED, _RESULT_FIELD = Kind.OP.value, JobState.SUCCEEDED.value, ARTIFACT_FIELD + "result"
+# Kinds whose specs never name a dataset (an op's operands are in its spec): prune_datasets does not read them.
+NAMES_NO_DATASET = (Kind.OP.value,)
+FILE_B = FILE.encode()
+# Remove ids from a group's list (a page of pruned jobs), and the group itself once it holds none.
+# KEYS: the group's list, its record; ARGV: the ids.
+_UNGROUP = """
+local drop = {}
+for _, id in ipairs(ARGV) do drop[id] = true end
+local keep = {}
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if not drop[id] then keep[#keep + 1] = id end
+end
+redis.call('DEL', KEYS[1])
+if #keep == 0 then redis.call('DEL', KEYS[2]) end
+for i = 1, #keep, 1000 do redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 999, #keep))) end
+return #keep
+"""
+
+
+@dataclass
+class _Owned:
+    """What a pruned job owns beyond its record: its series keys, its group, the files its blobs spilled to."""
+
+    job_id: str
+    series: list[str]
+    group: str | None
+    files: list[Path]
+
+
+def _dataset_of(spec: bytes) -> str:
+    data = json.loads(spec).get("data")
+    return str(data.get("sha256")) if isinstance(data, dict) else ""
 
 
 @dataclass
@@ -141,7 +234,8 @@ class JobRecord:
 
     @classmethod
     def from_hash(cls, job_id: str, raw: Mapping[bytes | str, bytes | str]) -> JobRecord:
-        h = {text(k): text(v) for k, v in raw.items()}
+        whole = joined(raw)  # an artifact's field may hold the artifact's bytes: only its name is read here
+        h = {k: v.decode() for k, v in whole.items() if not k.startswith(ARTIFACT_FIELD)}
 
         def num(name: str) -> float | None:
             return float(h[name]) if h.get(name) else None
@@ -158,8 +252,8 @@ class JobRecord:
             started_at=num("started_at"),
             finished_at=num("finished_at"),
             error=h.get("error") or None,
-            summary=json.loads(h["summary"]) if h.get("summary") else None,
-            artifacts=sorted(k.removeprefix("artifact:") for k in h if k.startswith("artifact:")),
+            summary=_summary(h),
+            artifacts=sorted(k.removeprefix(ARTIFACT_FIELD) for k in whole if k.startswith(ARTIFACT_FIELD)),
             attempts=int(h.get("attempts") or 0),
             recoveries=int(h.get("recoveries") or 0),
             priority=h.get("priority") or "normal",
@@ -181,18 +275,36 @@ class Ending:
     lease_holder: str | None = None
 
 
+def _summary(h: Mapping[str, str]) -> dict[str, Any] | None:
+    if not h.get("summary"):
+        return None
+    summary: dict[str, Any] = json.loads(h["summary"])
+    for name in SUMMARY_FROM_RECORD.get(h.get("kind", ""), ()):
+        if name not in summary:  # stored once, in the record (a record written before keeps its own)
+            summary[name] = h.get(name) or None
+    return summary
+
+
 class JobStore:
-    def __init__(self, client: redis.Redis, keys: Keys, artifact_dir: Path, history_ttl_s: int | None = None) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, artifact_dir: Path, history_ttl_s: int | None = None,
+                 retention: Mapping[str, int | None] | None = None) -> None:
+        from shared import settings
+
         self.redis = client
         self.keys = keys
         self.artifact_dir = artifact_dir
-        self.history_ttl_s = history_ttl_s  # None: keep finished jobs forever
+        self.history_ttl_s = history_ttl_s  # None: keep finished jobs forever (unless the kind's retention says)
+        # seconds each kind's finished jobs are kept (None: forever): given, or as the environment says
+        # (TENSORQ_OP_TTL, ...; shared/settings.py's RETENTION, the one table of it)
+        self.retention = dict(retention) if retention is not None else settings.retention(history_ttl_s)
         self.series = Series(client, keys)
         self.blobs = Blobs(client, keys, artifact_dir)
         self.leases = Leases(client, keys)
         self._cancel = client.register_script(_CANCEL)
         self._begin = client.register_script(_BEGIN)
         self._finish_op = client.register_script(_FINISH_OP)
+        self._sweep = client.register_script(_SWEEP)
+        self._ungroup = client.register_script(_UNGROUP)
         self._account = client.register_script(stats.ACCOUNT)
         self._index_page = client.register_script(_INDEX_PAGE)
         self._indexed = False  # known to hold every job in its (kind, state) index
@@ -209,9 +321,12 @@ class JobStore:
         now = time.time()
         with self.redis.pipeline() as p:
             for job_id, kind, spec, queue, links in jobs:
-                p.hset(self.keys.job(job_id), mapping={
-                    "kind": kind, "state": JobState.QUEUED.value, "queue": queue, "spec": json.dumps(spec),
-                    "submitted_at": repr(now), **{k: v for k, v in links.items() if v is not None}})
+                # compact: every byte of a record counts a million times; "normal" is what a record without says
+                record: dict[Any, str | bytes] = {  # Any: redis-py's mapping type is invariant in its keys
+                    "kind": kind, "state": JobState.QUEUED.value, "queue": queue,
+                    **pieces("spec", COMPACT_JSON.encode(spec)), "submitted_at": repr(now)}
+                record.update({k: v for k, v in links.items() if v is not None and (k, v) != ("priority", "normal")})
+                p.hset(self.keys.job(job_id), mapping=record)
             p.zadd(self.keys.jobs, {job_id: now for job_id, *_ in jobs})
             for kind in {kind for _, kind, *_ in jobs}:  # the queued index, in the same transaction
                 p.zadd(self.keys.state_index(kind, JobState.QUEUED.value), {j: now for j, k, *_ in jobs if k == kind})
@@ -298,9 +413,9 @@ class JobStore:
                     if not self.leases.watch(p, job_id, lease_holder):
                         return False
                     # only its lease holder adds a series, so the names read now are all it will have
-                    fields = p.hkeys(self.keys.job(job_id)) if self.history_ttl_s else []
+                    owned = self._owned([job_id], p)[job_id]
                     p.multi()
-                    self._end_into(p, ending, self.series.keys_of(job_id, fields))
+                    self._end_into(p, ending, owned)
                     p.delete(self.keys.lease(job_id))
                     p.execute()
                 except redis.WatchError:
@@ -310,21 +425,30 @@ class JobStore:
         return True
 
     def mark_finished_many(self, endings: list[Ending]) -> None:
-        series = self._series_keys([e.job_id for e in endings])
+        if not endings:
+            return
+        owned = self._owned([e.job_id for e in endings])
         with self.redis.pipeline(transaction=False) as p:
             for e in endings:
-                self._end_into(p, e, series[e.job_id])
+                self._end_into(p, e, owned[e.job_id])
             p.execute()
 
-    def _series_keys(self, job_ids: Iterable[str]) -> dict[str, list[str]]:
-        """Each job's series keys, to expire with it: read (one round trip) only when finished jobs expire."""
+    def _owned(self, job_ids: Iterable[str], p: Any = None) -> dict[str, tuple[int | None, list[str]]]:
+        """Each job's retention (seconds, by its kind; None: kept) and its series keys, to expire with it: read
+        in one round trip (on `p`, a pipeline in immediate mode, when given), only when some kind expires."""
         job_ids = list(job_ids)
-        if not self.history_ttl_s:
-            return {j: [] for j in job_ids}
-        with self.redis.pipeline(transaction=False) as p:
+        if not any(self.retention.values()):
+            return {j: (None, []) for j in job_ids}
+        if p is not None:  # a watched transaction before MULTI: each command answers at once
+            return {j: (self.retention.get(text(p.hget(self.keys.job(j), "kind") or b"")),
+                        self.series.keys_of(j, p.hkeys(self.keys.job(j)))) for j in job_ids}
+        with self.redis.pipeline(transaction=False) as q:
             for job_id in job_ids:
-                p.hkeys(self.keys.job(job_id))
-            return {j: self.series.keys_of(j, fields) for j, fields in zip(job_ids, p.execute(), strict=True)}
+                q.hget(self.keys.job(job_id), "kind")
+                q.hkeys(self.keys.job(job_id))
+            replies = q.execute()
+        return {j: (self.retention.get(text(kind or b"")), self.series.keys_of(j, fields))
+                for j, kind, fields in zip(job_ids, replies[::2], replies[1::2], strict=True)}
 
     def _account_into(self, p: Any, job_id: str, state: JobState, now: float) -> None:
         """Queue the index move (and an ending's counts) of a state change, before the change itself."""
@@ -333,21 +457,27 @@ class JobStore:
     def _state_indexes(self) -> list[str]:
         return [self.keys.state_index(k.value, s.value) for k in Kind for s in JobState]
 
-    def _end_into(self, p: Any, e: Ending, series_keys: list[str]) -> None:
+    def _end_into(self, p: Any, e: Ending, owned: tuple[int | None, list[str]]) -> None:
         now = time.time()
         self._account_into(p, e.job_id, e.state, now)
-        fields = {"state": e.state.value, "finished_at": repr(now)}
+        fields: dict[str, str | bytes] = {"state": e.state.value, "finished_at": repr(now)}
+        long: dict[str, str] = {}
         if e.summary is not None:
-            fields["summary"] = json.dumps(e.summary)
+            long["summary"] = COMPACT_JSON.encode(e.summary)
         if e.error is not None:
-            fields["error"] = e.error
+            long["error"] = e.error
         for name, blob in (e.artifacts or {}).items():
-            fields[f"artifact:{name}"] = self.blobs.put(self.keys.artifact(e.job_id, name), e.job_id, name, blob, p)
+            fields[ARTIFACT_FIELD + name] = self.blobs.put(self.keys.artifact(e.job_id, name), e.job_id, name, blob, p)
+        stale = ["cancel_requested"]
+        for name, value in long.items():
+            parts = pieces(name, value)
+            fields.update(parts)
+            stale += [n for n in piece_names(name) if n not in parts]  # of a longer value written before
         p.hset(self.keys.job(e.job_id), mapping=fields)
-        p.hdel(self.keys.job(e.job_id), "cancel_requested")
+        p.hdel(self.keys.job(e.job_id), *stale)
         p.srem(self.keys.running, e.job_id)
         p.delete(self.keys.checkpoint(e.job_id))
-        self._expire(p, e.job_id, series_keys)
+        self._expire(p, e.job_id, *owned)
         p.xadd(self.keys.finished, {"id": e.job_id, "state": e.state.value},
                maxlen=defaults.FINISHED_STREAM_MAXLEN, approximate=True)
 
@@ -368,20 +498,43 @@ class JobStore:
 
     def _finish_op_call(self, job_id: str, worker: str, device: str, started_at: float, summary: dict[str, Any],
                         result: bytes) -> tuple[list[str], list[Any]]:
-        blob, where = self.blobs.spill(job_id, "result", result)
-        keys = [self.keys.job(job_id), self.keys.artifact(job_id, "result"), self.keys.finished]
-        args = [worker, device, repr(started_at), repr(time.time()), json.dumps(summary), where, blob,
-                self.history_ttl_s or 0, defaults.FINISHED_STREAM_MAXLEN, job_id, self.keys.prefix]
+        now, ttl = time.time(), self.retention.get(_OP) or 0
+        fields: dict[str, str | bytes] = {"state": _SUCCEEDED, "worker": worker, "device": device,
+                                          "started_at": repr(started_at), "finished_at": repr(now)}
+        # what the record says already is left out of the summary (from_hash puts it back)
+        shared = SUMMARY_FROM_RECORD[_OP]
+        told = {k: v for k, v in summary.items() if k not in shared or fields.get(k) != v}
+        fields.update(pieces("summary", COMPACT_JSON.encode(told)))
+        inline = compact_result(result)
+        if inline is not None:  # in the record: one key fewer, and it expires with it
+            fields.update(pieces(_RESULT_FIELD, inline))
+            blob = b""
+        else:
+            blob, fields[_RESULT_FIELD] = self.blobs.spill(job_id, "result", result)
+        member, bucket = self._bucket(now + ttl)
+        keys = [self.keys.job(job_id), self.keys.artifact(job_id, "result"), self.keys.finished, self.keys.expiring,
+                bucket]
+        args = [repr(started_at), repr(now), blob, ttl, defaults.FINISHED_STREAM_MAXLEN, job_id, self.keys.prefix,
+                member, *(x for pair in fields.items() for x in pair)]
         return keys, args
 
-    def _expire(self, p: redis.client.Pipeline, job_id: str, series_keys: list[str]) -> None:
-        if self.history_ttl_s:  # retention: the job and all it made expire together
-            p.expire(self.keys.job(job_id), self.history_ttl_s)
+    def _bucket(self, expires_at: float) -> tuple[str, str]:
+        """The expiring set's member for jobs expiring about then, and its list of their ids."""
+        n = int(expires_at // defaults.EXPIRY_BUCKET_S)
+        # a bucket's key derives from the expiring set's (shared/keys.py), as _SWEEP derives it from the member
+        return f"@{n}", f"{self.keys.expiring}:{n}"
+
+    def _expire(self, p: redis.client.Pipeline, job_id: str, ttl: int | None, series_keys: list[str]) -> None:
+        if ttl:  # retention: the job and all it made expire together
+            p.expire(self.keys.job(job_id), ttl)
             for key in series_keys:
-                p.expire(key, self.history_ttl_s)
+                p.expire(key, ttl)
             for name in ARTIFACT_NAMES:
-                p.expire(self.keys.artifact(job_id, name), self.history_ttl_s)
-            p.zadd(self.keys.expiring, {job_id: time.time() + self.history_ttl_s})  # swept from the indexes
+                p.expire(self.keys.artifact(job_id, name), ttl)
+            at = time.time() + ttl
+            member, bucket = self._bucket(at)
+            p.rpush(bucket, job_id)  # swept from the indexes once expired
+            p.zadd(self.keys.expiring, {member: at}, nx=True)
 
     def fail_if_waiting(self, job_id: str, error: str) -> str | None:
         """End a job `failed` for a message that cannot run, unless the message is a stray: the job has
@@ -404,10 +557,10 @@ class JobStore:
             raise JobNotFound(f"no job {job_id!r}")
         if outcome == JobState.CANCELLED:  # a job handed back or recovered may have left a checkpoint (and series)
             self.blobs.drop(self.keys.checkpoint(job_id))
-            if self.history_ttl_s:
-                series = self._series_keys([job_id])[job_id]
+            ttl, series = self._owned([job_id])[job_id]
+            if ttl:
                 with self.redis.pipeline() as p:
-                    self._expire(p, job_id, series)
+                    self._expire(p, job_id, ttl, series)
                     p.execute()
         return outcome
 
@@ -464,31 +617,113 @@ class JobStore:
         return out[:limit]
 
     def sweep_expired(self, batch: int = 1_000) -> int:
-        """Take jobs whose record expired (TENSORQ_HISTORY_TTL) out of the indexes; returns how many. Costs
-        O(jobs expired since the last sweep, at most `batch`), never O(store). A record still there (another
-        host's clock) is looked at again when its TTL says; one made persistent leaves the expiring set."""
-        now = time.time()
-        due = texts(self.redis.zrangebyscore(self.keys.expiring, "-inf", now, start=0, num=batch))
-        if not due:
-            return 0
+        """Take jobs whose record expired (their kind's retention, TENSORQ_HISTORY_TTL) out of the indexes; returns
+        how many. One script: O(jobs expired since the last sweep, at most `batch`), never O(store)."""
+        indexes = [self.keys.jobs, *self._state_indexes()]
+        return int(self._sweep(keys=[self.keys.expiring], args=[repr(time.time()), batch, self.keys.job(""),
+                                                                 *indexes]))
+
+    # --- pruning ------------------------------------------------------------------------------------------
+
+    def prune(self, ended_before: float, kinds: Iterable[str], states: Iterable[str], dry_run: bool = False,
+              page: int = defaults.PRUNE_PAGE_JOBS) -> dict[str, int]:
+        """Delete the finished jobs of these kinds and (finished) states that ended before `ended_before` (epoch
+        seconds), with everything they own; how many of each kind were (with `dry_run`: would be) deleted.
+        A page at a time, from the (kind, state) indexes: a job that ended before the cutoff was submitted
+        before it, so only those entries are read (O(jobs pruned + those submitted before the cutoff that
+        ended after it))."""
+        self.ensure_indexed()
+        deleted = {kind: 0 for kind in kinds}
+        for kind in deleted:
+            for state in states:
+                if JobState(state) not in FINISHED_STATES:
+                    raise BadInput(f"prune deletes finished jobs only (succeeded, failed, cancelled), not {state}")
+                deleted[kind] += self._prune_index(kind, state, ended_before, dry_run, page)
+        return deleted
+
+    def _prune_index(self, kind: str, state: str, ended_before: float, dry_run: bool, page: int) -> int:
+        index, skip, count = self.keys.state_index(kind, state), 0, 0
+        artifact_fields = [piece_names(ARTIFACT_FIELD + name) for name in ARTIFACT_NAMES]
+        while ids := texts(self.redis.zrangebyscore(index, "-inf", ended_before, start=skip, num=page)):
+            with self.redis.pipeline(transaction=False) as p:
+                for job_id in ids:
+                    p.hmget(self.keys.job(job_id), ["state", "finished_at", "group"])
+                    p.hkeys(self.keys.job(job_id))
+                    for fields in artifact_fields:
+                        p.hmget(self.keys.job(job_id), fields)
+                    p.getrange(self.keys.checkpoint(job_id), 0, 4095)  # a spilled one names its file
+                replies = p.execute()
+            step = 3 + len(artifact_fields)
+            due: list[_Owned] = []
+            gone: list[str] = []
+            for i, job_id in enumerate(ids):
+                (found, finished_at, group), fields, *held, ckpt = replies[i * step:(i + 1) * step]
+                if found is None:  # expired, its index entry not swept yet
+                    gone.append(job_id)
+                elif text(found) == state and finished_at and float(finished_at) < ended_before:
+                    files = [v for v in (unpieced(h) for h in held) if v is not None and v.startswith(FILE_B)]
+                    if ckpt and ckpt.startswith(FILE_B):
+                        files.append(ckpt)
+                    due.append(_Owned(job_id, self.series.keys_of(job_id, fields), text(group) if group else None,
+                                      [Path(f[len(FILE_B):].decode()) for f in files]))
+            count += len(due)
+            if dry_run:
+                skip += len(ids)
+                continue
+            self._delete_owned(index, due, gone)
+            skip += len(ids) - len(due) - len(gone)  # what is left of this page stays at its head
+        return count
+
+    def _delete_owned(self, index: str, due: builtins.list[_Owned], gone: builtins.list[str]) -> None:
+        """Delete jobs with all they own: record, series, artifacts (and their files), checkpoint, lease, index
+        entries, group membership. In pipelines of one page each."""
+        ids = [o.job_id for o in due] + gone
+        if not ids:
+            return
         with self.redis.pipeline(transaction=False) as p:
-            for job_id in due:
-                p.ttl(self.keys.job(job_id))
-            ttls = p.execute()
-        gone = [j for j, ttl in zip(due, ttls, strict=True) if ttl == -2]
-        later = {j: now + max(ttl, 1) for j, ttl in zip(due, ttls, strict=True) if ttl >= 0}
-        with self.redis.pipeline(transaction=False) as p:
-            if gone:
-                p.zrem(self.keys.jobs, *gone)
-                for index in self._state_indexes():
-                    p.zrem(index, *gone)
-            if later:
-                p.zadd(self.keys.expiring, later)
-            done = [j for j in due if j not in later]
-            if done:
-                p.zrem(self.keys.expiring, *done)
+            for o in due:
+                p.delete(self.keys.job(o.job_id), *o.series, *(self.keys.artifact(o.job_id, n) for n in ARTIFACT_NAMES),
+                         self.keys.checkpoint(o.job_id), self.keys.lease(o.job_id))
+            for key in (index, self.keys.jobs, self.keys.expiring):  # expiring: ids of stores before its buckets
+                p.zrem(key, *ids)
             p.execute()
-        return len(gone)
+        groups: dict[str, builtins.list[str]] = {}
+        for o in due:
+            if o.group is not None:
+                groups.setdefault(o.group, []).append(o.job_id)
+        for group, members in groups.items():
+            self._ungroup(keys=[self.keys.group_jobs(group), self.keys.group(group)], args=members)
+        for o in due:
+            for path in o.files:
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # its artifact folder, when nothing else is in it
+                (self.artifact_dir / o.job_id).rmdir()
+
+    def prune_datasets(self, dry_run: bool = False, page: int = defaults.PRUNE_PAGE_JOBS) -> int:
+        """Delete the datasets no job's spec names (`spec.data.sha256`); how many were (would be) deleted. Reads
+        every job's spec that may name one (O(jobs)); a job submitted meanwhile that names a deleted dataset
+        fails on its worker, saying so (worker/dataset.py)."""
+        self.ensure_indexed()
+        named: set[str] = set()
+        for kind in Kind:
+            if kind.value in NAMES_NO_DATASET:
+                continue
+            for state in JobState:
+                index, start = self.keys.state_index(kind.value, state.value), 0
+                while ids := texts(self.redis.zrange(index, start, start + page - 1)):
+                    with self.redis.pipeline(transaction=False) as p:
+                        for job_id in ids:
+                            p.hmget(self.keys.job(job_id), piece_names("spec"))
+                        specs = [unpieced(h) for h in p.execute()]
+                    named.update(_dataset_of(spec) for spec in specs if spec is not None)
+                    start += len(ids)
+        prefix = self.keys.dataset("")
+        unnamed = [key for key in self.redis.scan_iter(match=f"{prefix}*", count=1000)
+                   if text(key)[len(prefix):] not in named]
+        if unnamed and not dry_run:
+            for first in range(0, len(unnamed), page):
+                self.redis.delete(*unnamed[first:first + page])
+        return len(unnamed)
 
     def ensure_indexed(self) -> None:
         """A store written before the (kind, state) indexes existed gets them, once: every job is read a page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -18,32 +19,43 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--flower-port", type=click.IntRange(1, 65535), help="Port for Flower (default 5555, or the next free).")
 @click.option("--gpus", default="all", show_default=True, help="GPUs for workers: all, none, or indices like 0,1.")
 @click.option("--flower/--no-flower", default=True, show_default=True, help="Start Flower too.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Port for the Prometheus exporter (default 9808, or the next free).")
+@click.option("--metrics/--no-metrics", default=True, show_default=True,
+              help="Start the Prometheus exporter too (`tensorq metrics`, on loopback).")
 @broker_option
 def up(detach: bool, redis_port: int | None, flower_port: int | None, gpus: str, flower: bool,
-       broker: str | None) -> None:
-    """Start Redis, workers and Flower on this machine."""
+       metrics_port: int | None, metrics: bool, broker: str | None) -> None:
+    """Start Redis, workers, Flower and the Prometheus exporter on this machine."""
     from producer import stack
     from shared.settings import home_dir
 
     home = home_dir()
-    record = stack.up(home, broker or os.environ.get("TENSORQ_BROKER_URL"), redis_port, flower_port, gpus,
-                      flower, say)
+    start = functools.partial(stack.up, home, broker or os.environ.get("TENSORQ_BROKER_URL"), redis_port,
+                              flower_port, gpus, flower, say, metrics_port, metrics)
     if detach:
+        start()
         say("tensorq is up; `tensorq down` stops it")
         return
-    say("tensorq is up; press Ctrl-C to stop")
     import signal
 
     def stop_now(*_: object) -> None:
         raise KeyboardInterrupt
 
-    # both, explicitly: a shell that starts `up` in the background leaves SIGINT ignored
+    # both, explicitly (a shell that starts `up` in the background leaves SIGINT ignored), and before anything
+    # starts: a stop asked for while the parts start stops what started (stack.up does, on any exception)
     signal.signal(signal.SIGTERM, stop_now)
     signal.signal(signal.SIGINT, stop_now)
+    record = None
     try:
+        record = start()
+        say("tensorq is up; press Ctrl-C to stop")
         while True:
             signal.pause()
     except KeyboardInterrupt:
+        record = record or stack.load(home)  # None: stack.up was interrupted, and stopped what it had started
+        if record is None:
+            raise
         say("stopping...")
         stack.stop(record, say)
 

@@ -1,16 +1,18 @@
-"""Operating the fleet: `metrics` (a Prometheus exporter)."""
+"""Operating the fleet: `metrics` (a Prometheus exporter), `prune` (deleting old finished jobs)."""
 
 from __future__ import annotations
 
 import click
 
-from producer.commands.common import broker_option, say
+from producer.commands.common import broker_option, client, json_option, print_json, say
+from shared import defaults
+from shared.vocab import FINISHED_STATES, JobState, Kind
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @click.command()
-@click.option("--port", type=click.IntRange(1, 65535), default=9808, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=defaults.DEFAULT_METRICS_PORT, show_default=True)
 @click.option("--address", default="127.0.0.1", show_default=True,
               help="Where to listen; beyond loopback only when given (metrics carry no secret, but no login either).")
 @click.option("--queue", "queues", multiple=True, metavar="NAME",
@@ -36,7 +38,7 @@ def metrics(port: int, address: str, queues: tuple[str, ...], broker: str | None
     settings = resolve(broker)
     client = connect(settings)  # exit 3 now, rather than an exporter that reports nothing
     keys = Keys(settings.key_prefix)
-    store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s)
+    store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s, settings.retention)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TensorqCollector(store, NodeRegistry(client, keys), queues))
 
@@ -62,3 +64,55 @@ def metrics(port: int, address: str, queues: tuple[str, ...], broker: str | None
     say(f"serving tensorq metrics for {settings.masked_broker_url} at http://{address}:{port}/metrics")
     with server:
         server.serve_forever()
+
+
+@click.command()
+@click.option("--older-than", "older_than", metavar="DURATION",
+              help="Delete finished jobs that ended more than this long ago: 7d, 12h, 30m.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(Kind.values()),
+              help="Only jobs of this kind (repeatable; default: every kind).")
+@click.option("--state", "states", multiple=True, type=click.Choice(JobState.values()),
+              help="Only jobs that ended so: succeeded, failed or cancelled (repeatable; default: all three). "
+                   "Queued and running jobs are never pruned.")
+@click.option("--datasets", is_flag=True,
+              help="Also delete the datasets no remaining job names. Reads every job's spec that can name one "
+                   "(every training job: O(jobs)); a job submitted meanwhile that names a deleted dataset fails, "
+                   "saying to submit it again.")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@json_option
+@broker_option
+def prune(older_than: str | None, kinds: tuple[str, ...], states: tuple[str, ...], datasets: bool, dry_run: bool,
+          as_json: bool, broker: str | None) -> None:
+    """Delete finished jobs that ended long ago, with all they own (record, metric series, artifacts and their
+    files, checkpoint, index entries, group membership), a page at a time.
+
+    Finished op jobs also expire on their own (TENSORQ_OP_TTL, 7 days by default); this is for the rest."""
+    import time
+
+    from producer import durations
+
+    if older_than is None and not datasets:
+        raise click.UsageError("give --older-than DURATION (and/or --datasets)")
+    finished = [s.value for s in JobState if s in FINISHED_STATES]
+    for state in states:
+        if state not in finished:
+            raise click.BadParameter(f"{state} jobs are not finished and are never pruned (give {', '.join(finished)})",
+                                     param_hint="--state")
+    ago = durations.duration_s(older_than, "--older-than") if older_than is not None else None
+    store = client(broker).store
+    by_kind: dict[str, int] = {}
+    if ago is not None:
+        by_kind = store.prune(time.time() - ago, kinds or Kind.values(), states or finished, dry_run)
+    total = sum(by_kind.values())
+    gone_datasets = store.prune_datasets(dry_run) if datasets else None
+    if as_json:
+        print_json({"deleted": total, "dry_run": dry_run, "kinds": by_kind,
+                    **({"datasets": gone_datasets} if gone_datasets is not None else {})})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    if ago is not None:
+        each = ", ".join(f"{kind} {n}" for kind, n in by_kind.items() if n)
+        click.echo(f"{verb} {total} finished job{'s' * (total != 1)} that ended more than {older_than} ago"
+                   + (f" ({each})" if each else ""))
+    if gone_datasets is not None:
+        click.echo(f"{verb} {gone_datasets} dataset{'s' * (gone_datasets != 1)} no job names")

@@ -30,13 +30,16 @@ def stack_env(home) -> dict:
 def test_up_runs_jobs_and_down_keeps_queued_ones(tmp_path) -> None:
     """Given a bare machine, `up` starts everything, jobs run without flags, and a queued job survives down/up."""
     env = stack_env(tmp_path / "home")
-    redis_port, flower_port = free_port(), free_port()
+    redis_port, flower_port, metrics_port = free_port(), free_port(), free_port()
     up = run(env, "up", "--detach", "--redis-port", str(redis_port), "--flower-port", str(flower_port),
-             "--gpus", "none")
+             "--metrics-port", str(metrics_port), "--gpus", "none")
     assert up.returncode == 0, up.stderr
     try:
         record = json.loads((tmp_path / "home" / "stack.json").read_text())
         assert record["broker_url"] == f"redis://127.0.0.1:{redis_port}/0"
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert record["metrics"]["port"] == metrics_port and record["metrics"]["url"] == metrics_url
+        assert f"Flower on http://127.0.0.1:{flower_port}" in up.stderr and f"metrics on {metrics_url}" in up.stderr
         assert oct((tmp_path / "home" / "stack.json").stat().st_mode & 0o777) == "0o600"
 
         # every other command finds the stack through the record
@@ -53,14 +56,22 @@ def test_up_runs_jobs_and_down_keeps_queued_ones(tmp_path) -> None:
                 return 'flower_worker_online{worker="cpu@' in r.read().decode()
 
         wait_until(flower_sees_the_worker, 30, "Flower seeing the worker")
+
+        # the exporter `up` started reads the same broker: the job that ran, the one parked on gpu
+        with urllib.request.urlopen(metrics_url, timeout=10) as r:
+            scraped = r.read().decode()
+        assert 'tensorq_jobs{kind="op",state="succeeded"} 1.0' in scraped
+        assert 'tensorq_queue_depth{priority="normal",queue="gpu"} 1.0' in scraped
     finally:
         down = run(env, "down")
     assert down.returncode == 0, down.stderr
-    for part in ("redis", "workers", "flower"):
+    assert "stopped the metrics exporter" in down.stderr
+    for part in ("redis", "workers", "flower", "metrics"):
         assert not stack.alive(record[part]["pid"]), f"{part} still running after down"
     assert not (tmp_path / "home" / "stack.json").exists()
 
-    # up again on the same home: the append-only file brings the queued job back
+    # up again on the same home (the exporter on 9808 or the next free port): the append-only file brings the
+    # queued job back
     up = run(env, "up", "--detach", "--redis-port", str(redis_port), "--no-flower", "--gpus", "none")
     assert up.returncode == 0, up.stderr
     try:
@@ -73,11 +84,12 @@ def test_up_runs_jobs_and_down_keeps_queued_ones(tmp_path) -> None:
 
 def test_up_uses_a_given_broker_instead_of_starting_redis(tmp_path, redis_server) -> None:
     env = {**stack_env(tmp_path / "home"), "TENSORQ_BROKER_URL": redis_server.url}
-    up = run(env, "up", "--detach", "--no-flower", "--gpus", "none")
+    up = run(env, "up", "--detach", "--no-flower", "--no-metrics", "--gpus", "none")
     assert up.returncode == 0, up.stderr
     assert "not starting Redis" in up.stderr
     record = json.loads((tmp_path / "home" / "stack.json").read_text())
     assert record["redis"] is None and record["broker_url"] == redis_server.url
+    assert record["metrics"] is None and "metrics on" not in up.stderr  # --no-metrics
     assert run(env, "down").returncode == 0
     assert redis_server.client().ping()  # not ours to stop
 
@@ -104,13 +116,15 @@ def test_up_in_the_foreground_stops_everything_on_ctrl_c(tmp_path) -> None:
 
     env = stack_env(tmp_path / "home")
     up = subprocess.Popen([sys.executable, "-m", "producer", "up", "--no-flower", "--gpus", "none", "--redis-port",
-                           str(free_port())], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           str(free_port()), "--metrics-port", str(free_port())], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     record_file = tmp_path / "home" / "stack.json"
-    wait_until(lambda: record_file.exists() and json.loads(record_file.read_text()).get("workers"), 90, "up")
+    # the exporter is the last part up starts
+    wait_until(lambda: record_file.exists() and json.loads(record_file.read_text()).get("metrics"), 90, "up")
     record = json.loads(record_file.read_text())
     up.send_signal(signal.SIGINT)
     assert up.wait(timeout=90) == 0
     assert "stopped Redis" in up.stdout.read().decode()
     assert not record_file.exists()
-    assert not stack.alive(record["redis"]["pid"]) and not stack.alive(record["workers"]["pid"])
+    assert not any(stack.alive(record[part]["pid"]) for part in ("redis", "workers", "metrics"))
