@@ -86,7 +86,7 @@ class Client:
         if self._store is None:
             client = connect(self.settings)
             self._store = JobStore(client, Keys(self.settings.key_prefix), self.settings.artifact_dir,
-                                   self.settings.history_ttl_s)
+                                   self.settings.history_ttl_s, self.settings.retention)
         return self._store
 
     @property
