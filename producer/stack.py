@@ -227,25 +227,26 @@ def start_workers(settings: Settings, gpus: str, logs: Path) -> Part:
 
 
 def start_flower(settings: Settings, port: int, logs: Path) -> Part:
-    env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
-    log_from = _log_size(logs / "flower.log")
-    proc = spawn(processes.python_module("producer", "flower", "--port", str(port), "--address", "127.0.0.1"),
-                 logs / "flower.log", env)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _http_ok(url + "/healthcheck"), FLOWER_START_TIMEOUT_S, "Flower", proc, logs / "flower.log",
-             log_from)
-    return {"pid": proc.pid, "port": port, "url": url}
+    return _start_served("flower", "Flower", settings, port, logs, "", "/healthcheck", FLOWER_START_TIMEOUT_S)
 
 
 def start_metrics(settings: Settings, port: int, logs: Path) -> Part:
     """`tensorq metrics` on loopback, ready once /metrics answers."""
+    return _start_served("metrics", "the metrics exporter", settings, port, logs, "/metrics", "",
+                         METRICS_START_TIMEOUT_S)
+
+
+def _start_served(command: str, what: str, settings: Settings, port: int, logs: Path, path: str, probe: str,
+                  timeout_s: float) -> Part:
+    """`tensorq COMMAND` serving HTTP on loopback, ready once `url + probe` answers (its url: the port and
+    `path`)."""
     env = dict(os.environ, TENSORQ_BROKER_URL=settings.broker_url)
-    log_from = _log_size(logs / "metrics.log")
-    proc = spawn(processes.python_module("producer", "metrics", "--port", str(port), "--address", "127.0.0.1"),
-                 logs / "metrics.log", env)
-    url = f"http://127.0.0.1:{port}/metrics"
-    wait_for(lambda: _http_ok(url), METRICS_START_TIMEOUT_S, "the metrics exporter", proc, logs / "metrics.log",
-             log_from)
+    log = logs / f"{command}.log"
+    log_from = _log_size(log)
+    proc = spawn(processes.python_module("producer", command, "--port", str(port), "--address", "127.0.0.1"), log,
+                 env)
+    url = f"http://127.0.0.1:{port}{path}"
+    wait_for(lambda: _http_ok(url + probe), timeout_s, what, proc, log, log_from)
     return {"pid": proc.pid, "port": port, "url": url}
 
 
