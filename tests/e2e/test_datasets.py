@@ -5,9 +5,7 @@ and a resume after kill -9 equal to the inline reference loop."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from shared import datasets
 from shared.vocab import READY_NODE_STATES
 from tests.note_loop import note_loop_data
 from tests.support.cli import assert_one_line_error
-from tests.support.processes import REPO, start_launcher, stop_process, wait_until
+from tests.support.processes import REPO, kill_9_its_worker, start_launcher, stop_process, wait_until
 
 
 def readme_digits_command() -> list[str]:
@@ -216,9 +214,7 @@ def test_kill_9_mid_job_with_a_dataset_resumes_to_the_uninterrupted_history(redi
                                for w in workers), 90, "both workers")
         job = json.loads(cli("submit", "train", *KILLED, "--queue", "crash-data", "--json").stdout)
         wait_until(lambda: len(client.job(job["id"]).losses()) >= 0.3 * ITERATIONS, 120, "30% progress")
-        runner = json.loads(cli("status", job["id"], "--json").stdout)["worker"]
-        [victim] = [n for n in registry.live() if n.get("name") == runner]
-        os.killpg(int(victim["pid"]), signal.SIGKILL)
+        kill_9_its_worker(client, registry, job["id"])
         killed_at = time.monotonic()
         done = cli("wait", job["id"], "--timeout", "240", "--json")
         assert done.returncode == 0, done.stderr

@@ -5,8 +5,6 @@ for point, each step once; a sweep's group exports every job; errors are one lin
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 
@@ -14,7 +12,7 @@ import pytest
 
 from shared.vocab import READY_NODE_STATES
 from tests.support.cli import assert_one_line_error
-from tests.support.processes import CLOSED_BROKER, REPO, start_launcher, stop_process, wait_until
+from tests.support.processes import CLOSED_BROKER, REPO, kill_9_its_worker, start_launcher, stop_process, wait_until
 from tests.support.training import FLAGS
 from tests.test_tensorboard import assert_same_points, read_run
 
@@ -112,9 +110,7 @@ def test_a_job_resumed_after_kill_9_exports_each_step_once(redis_server, tq_home
         job = submit(cli, "train", *FLAGS, "--iterations", str(iterations), "--checkpoint-every", str(every),
                      "--queue", "export-crash")
         wait_until(lambda: len(client.job(job["id"]).losses()) >= 0.3 * iterations, 120, "30% progress")
-        runner = client.job(job["id"]).status().worker
-        [victim] = [n for n in registry.live() if n.get("name") == runner]
-        os.killpg(int(victim["pid"]), signal.SIGKILL)  # the Celery worker process leads its own group
+        kill_9_its_worker(client, registry, job["id"])
         done = cli("wait", job["id"], "--timeout", "120", "--json")
         assert done.returncode == 0, done.stderr
     finally:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ from shared import defaults
 from shared.keys import Keys
 from shared.vocab import READY_NODE_STATES
 from tests.support.cli import assert_one_line_error
-from tests.support.processes import REPO, Launcher, start_launcher, stop_process, wait_until
+from tests.support.processes import REPO, Launcher, kill_9_its_worker, start_launcher, stop_process, wait_until
 
 JOBFNS = REPO / "tests" / "data" / "jobfns"
 QUEUE = "fnq"
@@ -129,9 +127,7 @@ def test_kill_9_resumes_regress_from_its_own_checkpoint_to_the_uninterrupted_his
 
     job = submit(cli, *REGRESS)
     wait_until(lambda: len(client.job(job["id"]).losses()) >= 0.3 * STEPS, 60, "30% progress")
-    runner = status(cli, job["id"])["worker"]
-    [victim] = [n for n in registry.live() if n.get("name") == runner]
-    os.killpg(int(victim["pid"]), signal.SIGKILL)  # the Celery worker process leads its own group
+    kill_9_its_worker(client, registry, job["id"])
     final = finished(cli, job["id"], 120)
 
     assert final["state"] == "succeeded" and final["attempts"] == 2 and final["recoveries"] == 1, final

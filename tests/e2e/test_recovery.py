@@ -7,12 +7,11 @@ CHECKPOINT_EVERY before the kill), and share one inline reference run."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 
 from shared.vocab import READY_NODE_STATES
-from tests.support.processes import start_launcher, stop_process, wait_until
+from tests.support.processes import kill_9_its_worker, start_launcher, stop_process, wait_until
 from tests.support.training import FLAGS, expected_losses
 
 ITERATIONS, SEED = 12_000, 4
@@ -72,9 +71,7 @@ def test_kill_9_mid_job_is_recovered_within_60_s(redis_server, tq_home, registry
         job = json.loads(cli("submit", "train", *FLAGS, "--iterations", str(iterations), "--seed", str(seed),
                              "--checkpoint-every", str(CHECKPOINT_EVERY), "--queue", "crash", "--json").stdout)
         wait_until(lambda: recorded(client, job["id"]) >= 0.3, 120, "30% progress")
-        runner = status(cli, job["id"])["worker"]  # its node's pid has been in the registry since it started
-        [victim] = [n for n in registry.live() if n.get("name") == runner]
-        os.killpg(int(victim["pid"]), signal.SIGKILL)  # the Celery worker process leads its own group
+        kill_9_its_worker(client, registry, job["id"])
         killed_at = time.monotonic()
 
         def running_again() -> bool:

@@ -163,3 +163,13 @@ def as_a_terminal_starts_it() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def kill_9_its_worker(client: Any, registry: Any, job_id: str) -> str:
+    """kill -9 the process group of the worker running `job_id` (the Celery worker process leads its own group;
+    its pid has been in the registry since it started); returns that worker's name."""
+    runner = client.job(job_id).status().worker
+    [victim] = [n for n in registry.live() if n.get("name") == runner]
+    os.killpg(int(victim["pid"]), signal.SIGKILL)
+    return str(runner)
+
