@@ -117,7 +117,11 @@ class JobContext:
                  save_checkpoint: Callable[[bytes], bool] | None = None,
                  on_progress: Callable[[int, int | None], None] = lambda done, total: None,
                  flush_reports: int = defaults.LOSS_FLUSH_ITERATIONS,
-                 flush_interval_s: float = defaults.LOSS_FLUSH_INTERVAL_S) -> None:
+                 flush_interval_s: float = defaults.LOSS_FLUSH_INTERVAL_S,
+                 positions: Callable[[], Mapping[str, str]] = dict) -> None:
+        """`positions`: where each series stands in the store (its last entry), kept in a checkpoint so a resume
+        trims back to it."""
+        self._positions = positions
         self.job_id, self.params, self.seed, self.device = job_id, dict(params), seed, device
         self.total: int | None = None  # set it to the steps the run will take: `tensorq workers` shows i/N
         self._sink, self._stop, self._saved, self._save = sink, stop, saved, save_checkpoint
@@ -166,7 +170,8 @@ class JobContext:
         tensors: dict[str, torch.Tensor] = {}
         skeleton = _skeleton(state, tensors, "state")
         tensors["__rng__"] = torch.get_rng_state()
-        meta = {"step": step, "skeleton": skeleton, "seconds": self.seconds, "tracked": self._tracked()}
+        meta = {"step": step, "skeleton": skeleton, "seconds": self.seconds, "tracked": self._tracked(),
+                "series": dict(self._positions())}  # every report before it is flushed: its series end here
         if not self._save(save(tensors, metadata={"run": json.dumps(meta)})):
             self._stopping(StopReason.LEASE_LOST.value)
 
@@ -263,10 +268,9 @@ def execute_run(job_id: str, spec: RunSpec, device: torch.device, ctx: WorkerCon
     except BadInput as e:
         raise JobFailed(str(e)) from None
     saved = ctx.store.blobs.get_checkpoint(job_id)
-    streams = Streams(ctx, job_id, _meta(saved).get("series") if saved else None)
-    holder = streams.holder
-    deadline = time.monotonic() + spec.timeout - (float(_meta(saved).get("seconds", 0)) if saved else 0.0) \
-        if spec.timeout else None
+    meta = _meta(saved) if saved else {}
+    streams = Streams(ctx, job_id, meta.get("series"))
+    deadline = time.monotonic() + spec.timeout - float(meta.get("seconds", 0.0)) if spec.timeout else None
 
     def stop() -> str | None:
         if deadline is not None and time.monotonic() > deadline:
@@ -275,16 +279,14 @@ def execute_run(job_id: str, spec: RunSpec, device: torch.device, ctx: WorkerCon
         return reason.value if reason else None
 
     def save_checkpoint(blob: bytes) -> bool:
-        tensors = load(blob)
-        meta = {**_meta(blob), "series": dict(streams.positions)}  # where each series stands: all flushed
-        return ctx.store.blobs.put_checkpoint(job_id, save(tensors, metadata={"run": json.dumps(meta)}), holder)
+        return ctx.store.blobs.put_checkpoint(job_id, blob, streams.holder)
 
     def progress(done: int, total: int | None) -> None:
         if total:
             ctx.progress = (done, total)
 
-    run = JobContext(job_id, params, spec.seed or 0, device, lambda name, first, stride, values: streams.append(
-        name, first, stride, values), stop, saved, save_checkpoint, progress)
+    run = JobContext(job_id, params, spec.seed or 0, device, streams.append, stop, saved, save_checkpoint, progress,
+                     positions=lambda: streams.positions)
     torch.manual_seed(spec.seed or 0)  # before the call: ctx.restore() then puts a checkpoint's RNG state back
     try:
         try:
