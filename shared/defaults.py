@@ -80,11 +80,12 @@ CHECKPOINT_INTERVAL_S = 30.0
 # (never on one that exits while the broker is not serving). TENSORQ_RESTART_WINDOW_S changes it.
 RESTART_WINDOW_S = _env_int("TENSORQ_RESTART_WINDOW_S", 60)
 
-# A CPU worker's OpenMP threads spin this many times waiting for work before they sleep (libgomp's
-# GOMP_SPINCOUNT; its own default spins for up to 300,000, a lifetime when another busy process holds the other
-# core: a note-sized CPU job ran 10x slower beside one). A user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY wins.
-# See docs/BENCHMARKS.md, "CPU workers that share a box".
-CPU_SPIN_COUNT = 1_000
+# A CPU job whose thread count nobody fixed re-reads how busy its box is this often and runs with the cores
+# the rest leaves it (worker/cpu_share.py; docs/BENCHMARKS.md, "CPU workers that share a box").
+CPU_SHARE_SAMPLE_S = 0.2
+# torch sums a tensor of fewer elements than this on one thread (at::internal::GRAIN_SIZE), so its bits do not
+# depend on the thread count; a training job summing more keeps one count.
+TORCH_REDUCTION_GRAIN = 32_768
 
 # Batched op jobs (map_op, `submit op --many`): at most this many ops ride in one message.
 BATCH_MAX_OPS = 1_000

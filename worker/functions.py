@@ -32,6 +32,7 @@ from shared.series import check_name
 from shared.specs import RunSpec
 from shared.tensors import safetensors_metadata
 from shared.vocab import StopReason
+from worker import cpu_share
 from worker.context import WorkerContext
 from worker.devices import describe_torch_device
 from worker.streams import Streams
@@ -272,7 +273,10 @@ def execute_run(job_id: str, spec: RunSpec, device: torch.device, ctx: WorkerCon
     streams = Streams(ctx, job_id, meta.get("series"))
     deadline = time.monotonic() + spec.timeout - float(meta.get("seconds", 0.0)) if spec.timeout else None
 
-    def stop() -> str | None:
+    pace = cpu_share.steering(device)  # a function's own torch.set_num_threads stops it
+
+    def stop() -> str | None:  # asked at each report
+        pace()
         if deadline is not None and time.monotonic() > deadline:
             return f"{StopReason.TIMED_OUT} after {spec.timeout:g} s"
         reason = ctx.stop_reason()

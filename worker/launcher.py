@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,7 +53,7 @@ class Child:
     restart_at: float | None = None  # exited while the broker was not serving: start it again then
     outage_exits: int = 0  # exits in a row while the broker was not serving (the back-off grows with them)
     given_up: bool = False
-    cpu_threads: int | None = None  # a CPU worker's torch threads (None: one per core)
+    cpu_threads: int | None = None  # a CPU worker's fixed torch threads (None: follow the box)
 
 
 def plan(gpus_arg: str, name: str | None, extra_queues: list[str], host: str | None = None) -> list[Child]:
@@ -88,13 +87,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def cpu_env(threads: int | None, environ: Mapping[str, str]) -> dict[str, str]:
-    """What a CPU worker's OpenMP runtime is told: `threads` (None: one per core, torch's default), and to spin
-    briefly before it sleeps unless the user already said how it waits (defaults.CPU_SPIN_COUNT)."""
-    env = {} if threads is None else {"OMP_NUM_THREADS": str(threads)}
-    if "GOMP_SPINCOUNT" not in environ and "OMP_WAIT_POLICY" not in environ:
-        env["GOMP_SPINCOUNT"] = str(defaults.CPU_SPIN_COUNT)
-    return env
+def cpu_env(threads: int | None) -> dict[str, str]:
+    """What a CPU worker's OpenMP runtime is told: `threads` when given (`--cpu-threads N`, a fixed count).
+    Otherwise nothing: its jobs start with torch's own count and waiting, and follow how busy the box is
+    (worker/cpu_share.py)."""
+    return {} if threads is None else {"OMP_NUM_THREADS": str(threads)}
 
 
 def start(child: Child, settings: Settings, loglevel: str) -> None:
@@ -102,7 +99,7 @@ def start(child: Child, settings: Settings, loglevel: str) -> None:
                TENSORQ_VISIBILITY_TIMEOUT_S=str(settings.visibility_timeout_s),
                CUDA_VISIBLE_DEVICES="" if child.gpu is None else str(child.gpu), PYTHONUNBUFFERED="1")
     if child.gpu is None:
-        env.update(cpu_env(child.cpu_threads, os.environ))
+        env.update(cpu_env(child.cpu_threads))
     cmd = processes.python_module("celery", "-A", "worker.app", "worker", "--hostname", child.name,
                                   "--queues", ",".join(child.queues), "--pool", "solo", "--concurrency", "1",
                                   "--loglevel", loglevel, "--without-gossip", "--without-mingle", "--task-events")

@@ -20,7 +20,7 @@ from shared.metric_names import LOSS
 from shared.specs import TrainSpec
 from shared.tensors import safetensors_metadata
 from shared.vocab import StopReason
-from worker import dataset, loop
+from worker import cpu_share, dataset, loop
 from worker.context import WorkerContext
 from worker.devices import describe_torch_device
 from worker.network import DTYPES
@@ -41,7 +41,10 @@ def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: Worke
         if streams.append(name, first, step, values.numpy()) and name == LOSS:
             ctx.progress = (first + len(values), spec.iterations)  # the heartbeat reports it
 
-    def should_stop() -> str | None:
+    pace = cpu_share.steering(device, exact=cpu_share.sums_stay_exact(spec.rows, spec.output_size))
+
+    def should_stop() -> str | None:  # asked once per iteration
+        pace()
         if deadline is not None and time.monotonic() > deadline:
             return f"{StopReason.TIMED_OUT} after {spec.timeout:g} s"
         return ctx.stop_reason()

@@ -84,8 +84,8 @@ def down(timeout: float) -> None:
 @click.option("--loglevel", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--cpu-threads", type=click.IntRange(1), metavar="N",
-              help="Threads a CPU worker's jobs use (default: one per core, waiting briefly before they sleep, so "
-                   "a busy neighbour does not stall them).")
+              help="A fixed thread count for a CPU worker's jobs (default: torch's own when the box is quiet, "
+                   "fewer while other processes keep its cores busy).")
 @broker_option
 def worker(gpus: str, name: str | None, queues: tuple[str, ...], loglevel: str, cpu_threads: int | None,
            broker: str | None) -> None:
