@@ -26,7 +26,13 @@ def main() -> int:
                         help="only the held-out metrics' cost in the training loop (digits, full and mini-batch)")
     parser.add_argument("--scale", action="store_true",
                         help="only the store at 1,000,000 jobs: filtered list, scrape time, bytes per op job")
+    parser.add_argument("--blobs", action="store_true",
+                        help="only a 1 GiB checkpoint through Redis, streamed in chunks vs one SET: rate and memory")
     args = parser.parse_args()
+    if args.blobs:
+        from bench import blobs
+
+        return blobs.run(args.json, args.quick)
     if args.scale:
         from bench import scale
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from producer.job import Job, as_tensor
-from shared import defaults, kinds
+from shared import broker_errors, defaults, kinds
 from shared import settings as settings_mod
 from shared.errors import BadInput, BrokerUnreachable, JobNotFound
 from shared.keys import Keys
@@ -33,6 +33,7 @@ from shared.vocab import Device, JobState, Kind, Priority
 if TYPE_CHECKING:
     from shared.groups import GroupRecord
     from shared.specs import RunSpec
+    from shared.streamed import Streamed
     from shared.sweeps import Planned
 
 class UnservedQueueWarning(UserWarning):
@@ -40,6 +41,10 @@ class UnservedQueueWarning(UserWarning):
 
 
 OPS = kinds.KINDS[Kind.OP]
+# A submit writes again what a failover lost this many times at most (each failover takes seconds).
+FAILOVER_REWRITES = 3
+# A job record as the store's create_many takes it: (id, kind, spec, queue, links).
+NewRecord = tuple[str, str, dict[str, Any], str, dict[str, str | None]]
 # The queue a device names outright; `auto` is routed by the fleet (Client.route).
 FIXED_QUEUES = {Device.CUDA: Queue.GPU, Device.CPU: Queue.CPU}
 
@@ -79,14 +84,15 @@ class Client:
         self._store: JobStore | None = None
         self._celery: Any = None
         self._served: tuple[float, set[str]] | None = None  # (when read, queues live workers consume)
-        self._datasets: dict[str, bytes] = {}  # sha256 -> blob: datasets read, sent with the first job using them
+        self._datasets: dict[str, Streamed] = {}  # sha256 -> blob: datasets read, sent with the first job using them
 
     @property
     def store(self) -> JobStore:
         if self._store is None:
             client = connect(self.settings)
             self._store = JobStore(client, Keys(self.settings.key_prefix), self.settings.artifact_dir,
-                                   self.settings.history_ttl_s, self.settings.retention)
+                                   self.settings.history_ttl_s, self.settings.retention,
+                                   self.settings.artifacts_url, self.settings.artifacts_min_bytes)
         return self._store
 
     @property
@@ -146,13 +152,13 @@ class Client:
         group_id = new_group_id()
         jobs = [(new_job_id(), spec) for spec in specs]
         ids = [job_id for job_id, _ in jobs]
-        self.store.create_many([(job_id, Kind.OP.value, spec.model_dump(mode="json"), target,
-                                 {"priority": priority, "group": group_id}) for job_id, spec in jobs])
+        records: list[NewRecord] = [(job_id, Kind.OP.value, spec.model_dump(mode="json"), target,
+                                     {"priority": priority, "group": group_id}) for job_id, spec in jobs]
         groups = GroupStore(self.store.redis, self.store.keys)
         step = defaults.BATCH_MAX_OPS
         messages = [(ids[k:k + step], functools.partial(send_batch, self.celery, f"{group_id}-{k // step}",
                                                         jobs[k:k + step], target)) for k in range(0, len(jobs), step)]
-        self._send(messages, group_id, on_sent=lambda sent: groups.create(group_id, sent, [], "batch"))
+        self._durably(records, messages, group_id, on_sent=lambda sent: groups.create(group_id, sent, [], "batch"))
         self._warn_unserved({target})
         return group_id, [Job(self, job_id) for job_id in ids]
 
@@ -167,11 +173,11 @@ class Client:
 
     def wait_all(self, jobs: list[Job], timeout: float | None = None) -> list[JobRecord]:
         """Wait for many jobs; their final records, in order. A few round trips per wake-up for the lot."""
-        store, ids = self.store, [j.id for j in jobs]
+        store, ids, ride = self.store, [j.id for j in jobs], broker_errors.RideOut()  # through a failover, too
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = store.finished_cursor()
         while True:
-            records = store.get_many(ids)
+            records = ride(store.get_many, ids)
             found = [r for r in records if r is not None]
             if len(found) < len(ids):
                 missing = next(job_id for job_id, r in zip(ids, records, strict=True) if r is None)
@@ -181,7 +187,7 @@ class Client:
                 return found
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{waiting} of {len(ids)} jobs still unfinished after {timeout:g} s")
-            _, ended = store.wait_events({}, cursor, defaults.WAIT_BLOCK_MS)
+            _, ended = ride(store.wait_events, {}, cursor, defaults.WAIT_BLOCK_MS)
             cursor = ended[-1][0] if ended else cursor
 
     def gather(self, jobs: list[Job], timeout: float | None = None) -> list[Any]:
@@ -283,7 +289,6 @@ class Client:
             checked_queue(p.queue)
             checked_priority(p.priority)
             p.spec = checked_function(p.spec)
-        store = self.store
         gpu_alive = None
         routed = []
         for p in planned:
@@ -297,12 +302,10 @@ class Client:
                 raise BadInput("--cuda-graph needs a GPU worker, and none is alive: the job would fail on a CPU "
                                "worker (use --device cuda to queue it until a GPU worker starts)")
             routed.append((new_job_id(), p, queue_for(base, p.priority)))
-        self._send_datasets(planned)
-        store.create_many([(job_id, p.spec.kind.value, p.spec.model_dump(mode="json"), queue,
-                            {"priority": p.priority, "group": group, "rerun_of": rerun_of})
-                           for job_id, p, queue in routed])
-        self._send([([job_id], functools.partial(send_job, self.celery, job_id, p.spec, queue))
-                    for job_id, p, queue in routed], group, on_sent)
+        self._durably([(job_id, p.spec.kind.value, p.spec.model_dump(mode="json"), queue,
+                        {"priority": p.priority, "group": group, "rerun_of": rerun_of}) for job_id, p, queue in routed],
+                      [([job_id], functools.partial(send_job, self.celery, job_id, p.spec, queue))
+                       for job_id, p, queue in routed], group, on_sent, lambda: self._send_datasets(planned))
         self._warn_unserved({queue for _, _, queue in routed})
         return [Job(self, job_id) for job_id, _, _ in routed]
 
@@ -317,7 +320,7 @@ class Client:
 
         resolved, dataset = datasets.resolve({k.replace("-", "_"): v for k, v in spec.items()}, base_dir, where)
         if dataset is not None:
-            self._datasets[dataset.sha256] = dataset.blob
+            self._datasets[dataset.sha256] = dataset.streamed
         return resolved
 
     def _send_datasets(self, planned: list[Planned]) -> None:
@@ -332,6 +335,34 @@ class Client:
                 self.store.blobs.put_dataset(sha, blob)
             elif not self.store.blobs.has_dataset(sha):
                 raise BadInput(f"dataset {sha[:12]} is no longer in the broker: submit the job again with its data")
+
+    def _durably(self, records: list[NewRecord],
+                 messages: Sequence[tuple[list[str], Callable[[], object]]], group: str | None,
+                 on_sent: Callable[[list[str]], None] | None = None, datasets: Callable[[], None] | None = None
+                 ) -> None:
+        """Write the jobs' datasets and records, send their messages (`_send`), and, where the primary has
+        replicas, wait until one holds all of it (shared/replication.py), so a failover right after loses no job
+        that was said to be queued. If the primary changed meanwhile, what the new one lacks is written again:
+        the datasets and records it misses, and every message (a job's second message is dropped by the worker
+        that gets it once the first has run it, or while it runs)."""
+        store, again = self.store, False
+        for _ in range(FAILOVER_REWRITES):
+            before = store.replication.primary()
+            if datasets is not None:
+                datasets()  # a dataset the broker holds is not sent again
+            if again:
+                states = store.states([r[0] for r in records])
+                records = [r for r, state in zip(records, states, strict=True) if state is None]
+                if group is not None and store.redis.exists(store.keys.group(group)):
+                    on_sent = None  # the group is there: its list would get the ids twice
+            if records:
+                store.create_many(records)
+            self._send(messages, group, on_sent)
+            if store.replication.settle(before):
+                return
+            again = True
+        raise BrokerUnreachable(f"broker at {self.settings.masked_broker_url}: its primary changed "
+                                f"{FAILOVER_REWRITES} times while these jobs were sent; see `tensorq list` for them")
 
     def _send(self, messages: Sequence[tuple[list[str], Callable[[], object]]], group: str | None,
               on_sent: Callable[[list[str]], None] | None = None) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
-from shared import defaults, kinds, metric_names, series
+from shared import broker_errors, defaults, kinds, metric_names, series
 from shared.errors import BadInput, JobNotFound, TensorqError
 from shared.store import JobRecord, JobStore
 from shared.vocab import JobState, Kind
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
 
 # wait(on_losses=f) calls f(first_iteration, losses) for each batch as it arrives: `losses` is a numpy float64
@@ -75,7 +77,7 @@ class Job:
                 ) -> Generator[tuple[int, np.ndarray], None, JobRecord]:
         """Loss batches as they arrive, then the final record: blocking reads of the job's loss stream and of
         the stream of ended jobs, so a waiter wakes the moment its job ends (no polling)."""
-        store, after = self.client.store, "0-0"
+        store, after, ride = self.client.store, "0-0", broker_errors.RideOut()  # through a failover, too
         record = self.status()
         if not record.finished:
             cursor = store.finished_cursor()
@@ -84,17 +86,17 @@ class Job:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} is still {record.state} after {timeout:g} s")
             follow = losses and kinds.has_curves(record.kind)  # nobody reads them: do not move them
-            batches, ended = store.wait_events({(self.id, "loss"): after} if follow else {}, cursor,
-                                               defaults.WAIT_BLOCK_MS)
+            wanted = {(self.id, "loss"): after} if follow else {}
+            batches, ended = ride(store.wait_events, wanted, cursor, defaults.WAIT_BLOCK_MS)
             for _, _, chunk in batches:
                 after = chunk.entry_id
                 yield chunk.first, chunk.values
             if ended:
                 cursor = ended[-1][0]
             if not batches or any(job_id == self.id for _, job_id in ended):
-                record = self.status()
+                record = ride(self.status)
         if losses and kinds.has_curves(record.kind):  # whatever arrived since the last read
-            yield from ((c.first, c.values) for c in store.series.chunks(self.id, "loss", after))
+            yield from ((c.first, c.values) for c in ride(lambda: list(store.series.chunks(self.id, "loss", after))))
         return record
 
     def cancel(self, wait_s: float = 10.0) -> JobRecord:
@@ -143,21 +145,39 @@ class Job:
 
         return {name: as_tensor(w) for name, w in load_safetensors(self._artifact("weights")).items()}
 
-    def artifact_bytes(self, name: str) -> bytes:
+    def artifact_bytes(self, name: str) -> bytes | bytearray:
         return self._artifact(name)
 
-    def _artifact(self, name: str) -> bytes:
+    def save_artifact(self, name: str, path: Path) -> None:
+        """Write an artifact's safetensors bytes to `path` as they are read, a chunk at a time: a large one (1 GiB
+        of weights) is never whole in memory. Written beside it first, so a read that fails leaves no half file."""
+        part = path.with_name(path.name + ".part")
+        try:
+            with open(part, "wb") as f:
+                found = self.client.store.blobs.copy_artifact(self.id, name, f.write)
+            if found:
+                part.replace(path)
+        finally:
+            part.unlink(missing_ok=True)
+        if not found:
+            self._missing(name)
+
+    def _artifact(self, name: str) -> bytes | bytearray:
         blob = self.client.store.blobs.get_artifact(self.id, name)
         if blob is None:  # only now is the record worth reading, to say why
-            record = self.status()
-            why = f" ({record.error})" if record.error else ""
-            made_by = next((k.kind.value for k in kinds.KINDS.values() if k.result == name), None)
-            if made_by is not None and record.kind != made_by:
-                raise BadInput(f"job {self.id} has no {name}: it is of kind {record.kind}, and only {made_by} jobs "
-                               f"make {name} (it has: {', '.join(record.artifacts) or 'nothing'})")
-            if not record.finished:
-                raise TensorqError(f"job {self.id} is {record.state}; it has no {name} yet{why}")
-            if record.state != JobState.SUCCEEDED.value:  # it ended before it made any (or before it started)
-                raise TensorqError(f"job {self.id} is {record.state}; it has no {name}{why}")
-            raise JobNotFound(f"job {self.id} has no {name} artifact")
+            self._missing(name)
         return blob
+
+    def _missing(self, name: str) -> NoReturn:
+        """Why the job has no such artifact, as the error to raise."""
+        record = self.status()
+        why = f" ({record.error})" if record.error else ""
+        made_by = next((k.kind.value for k in kinds.KINDS.values() if k.result == name), None)
+        if made_by is not None and record.kind != made_by:
+            raise BadInput(f"job {self.id} has no {name}: it is of kind {record.kind}, and only {made_by} jobs "
+                           f"make {name} (it has: {', '.join(record.artifacts) or 'nothing'})")
+        if not record.finished:
+            raise TensorqError(f"job {self.id} is {record.state}; it has no {name} yet{why}")
+        if record.state != JobState.SUCCEEDED.value:  # it ended before it made any (or before it started)
+            raise TensorqError(f"job {self.id} is {record.state}; it has no {name}{why}")
+        raise JobNotFound(f"job {self.id} has no {name} artifact")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from shared import defaults, kinds, series
+from shared import broker_errors, defaults, kinds, series
 from shared.metric_names import LOSS
 from shared.protocol import queue_for
 from shared.series import Chunk
@@ -122,6 +122,11 @@ def _eta(seconds: float) -> str:
     return f"{seconds:.0f}s" if seconds < 60 else duration(seconds)
 
 
+def _chunks(store: JobStore, job_id: str, name: str, after: str) -> list[Chunk]:
+    """A series' entries after `after`, read whole (so a read an outage broke is made again from the start)."""
+    return list(store.series.chunks(job_id, name, after))
+
+
 def _style(state: str) -> str:
     from producer.render import STATE_STYLE
 
@@ -139,6 +144,7 @@ def watch(store: JobStore, job_ids: list[str], console: Any = None) -> list[JobR
 
     tracked = {j: Tracked(store.require(j)) for j in job_ids}
     cursor = store.finished_cursor()
+    ride = broker_errors.RideOut()  # through a failover, too
     width = (console or Console()).width
     compact = width < WIDE_COLUMNS
     # the bar gives way first on a narrow terminal, then the text's end (never a wrapped, garbled line)
@@ -149,10 +155,10 @@ def watch(store: JobStore, job_ids: list[str], console: Any = None) -> list[JobR
             t.task_id = progress.add_task(describe(t, store, compact), total=t.total)
         while True:
             for t in tracked.values():
-                t.record = store.require(t.record.id)
+                t.record = ride(store.require, t.record.id)
                 if t.record.finished and kinds.has_curves(t.record.kind):
                     for name in series.names(t.record):
-                        for chunk in store.series.chunks(t.record.id, name, t.after.get(name, "0-0")):
+                        for chunk in ride(_chunks, store, t.record.id, name, t.after.get(name, "0-0")):
                             t.add(name, chunk)
                 completed = t.total if t.record.state == JobState.SUCCEEDED else t.done
                 progress.update(TaskID(t.task_id), completed=completed, description=describe(t, store, compact))
@@ -161,7 +167,7 @@ def watch(store: JobStore, job_ids: list[str], console: Any = None) -> list[JobR
             # one blocking read over every live training job's series and the stream of ended jobs
             live = {(j, name): t.after.get(name, "0-0") for j, t in tracked.items()
                     if kinds.has_curves(t.record.kind) and not t.record.finished for name in series.names(t.record)}
-            batches, ended = store.wait_events(live, cursor, defaults.WAIT_BLOCK_MS)
+            batches, ended = ride(store.wait_events, live, cursor, defaults.WAIT_BLOCK_MS)
             for job_id, name, chunk in batches:
                 tracked[job_id].add(name, chunk)
             if ended:

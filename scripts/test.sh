@@ -10,6 +10,7 @@ missing=()
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v prometheus >/dev/null || missing+=(prometheus)  # scrapes `tensorq metrics` in tests/e2e/test_metrics.py
+command -v ip >/dev/null || missing+=(iproute2)  # the hosts of tests/e2e/test_hosts.py (network namespaces)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "installing Debian's ${missing[*]} for the tests" >&2

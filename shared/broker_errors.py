@@ -12,9 +12,11 @@ builtin ConnectionRefusedError (a ConnectionError) and socket.timeout (a Timeout
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 from shared import defaults
 
@@ -27,6 +29,8 @@ NOT_NOW_CLASSES: dict[str, str] = {
     "ClusterDownError": "the cluster is down",
     "TryAgainError": "asks to try again (a cluster resharding)",
     "MaxConnectionsError": "no free connection in the pool",
+    # redis-py's Sentinel client, while no Sentinel names a primary that is up: the election of a new one
+    "MasterNotFoundError": "no primary named by the Sentinels (a failover under way?)",
     "TimeoutError": "timed out",
     "ConnectionError": "the connection failed",  # refused, reset, closed mid-reply
 }
@@ -47,6 +51,8 @@ NOT_NOW_REPLIES: dict[str, str] = {
 PERMANENT_CLASSES = ("AuthenticationError", "AuthorizationError", "ExternalAuthProviderError", "NoPermissionError",
                      "InvalidResponse", "SSLError", "CertificateError")
 PERMANENT_TEXT = ("SSL", "certificate", "wrong version number")  # TLS trouble, which redis-py reports as text
+T = TypeVar("T")
+P = ParamSpec("P")
 _REPLY_CODE = re.compile(r"(?:^|: -|^-)([A-Z]+)\b")
 # A write that never changes anything (LPUSHX on a key that does not exist) but that Redis refuses exactly
 # when it refuses writes: out of memory, read-only, loading, busy, master down.
@@ -118,3 +124,29 @@ def detail(client: Any, reason: str) -> str:
 def backoff_s(attempt: int) -> float:
     """Seconds to wait before try `attempt` (0, 1, ...) at a broker that is not serving: doubling, capped."""
     return min(defaults.BROKER_RETRY_MAX_S, defaults.BROKER_RETRY_START_S * 2.0 ** min(attempt, 16))
+
+
+class RideOut:
+    """Runs the calls of something that waits (`tensorq wait`, `watch`: reads that block and repeat), riding out a
+    broker that is not serving, a failover included, for `limit_s` in a row at most; then the error is raised, as
+    any command would have raised it at once."""
+
+    def __init__(self, limit_s: float = defaults.BROKER_RIDE_OUT_S) -> None:
+        self.limit_s = limit_s
+        self.since: float | None = None  # when the calls began to fail, while they do
+
+    def __call__(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`call(*args, **kwargs)`, again after each "not now" error until they have lasted `limit_s`."""
+        for attempt in itertools.count():
+            try:
+                result = call(*args, **kwargs)
+            except Exception as e:
+                now = time.monotonic()
+                self.since = self.since or now
+                if not_now(e) is None or now - self.since > self.limit_s:
+                    raise
+                time.sleep(backoff_s(attempt))
+                continue
+            self.since = None
+            return result
+        raise AssertionError("unreachable")  # itertools.count() never ends

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shared import defaults
+from shared import defaults, sentinel
 from shared.protocol import Queue
 from shared.redis_conn import tls_options, without_tls_options
 from shared.settings import Settings
@@ -23,11 +23,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Consume a worker's queues strictly in the order given (high, normal, low), never round robin.
         "queue_order_strategy": "priority",
     }
+    broker_url = without_tls_options(settings.broker_url)
+    if sentinel.is_sentinel(settings.broker_url):
+        # kombu's Sentinel channel asks redis-py's Sentinel for the primary on each new connection (Flower's
+        # broker view reads the same options); the URL it gets names every Sentinel with Redis's credentials.
+        url = sentinel.parse(settings.broker_url)
+        broker_url = url.kombu_url()
+        transport.update(master_name=url.master_name,
+                         sentinel_kwargs=url.sentinel_kwargs(tls_options(settings.broker_url)))
     return {
         # A rediss:// URL's TLS options are read once (shared.redis_conn) and given as broker_use_ssl, which
         # Flower's broker view needs too; left in the URL, kombu would read them its own way, and without
-        # them it would turn certificate checks off. None for redis://.
-        "broker_url": without_tls_options(settings.broker_url),
+        # them it would turn certificate checks off. None for redis:// and sentinel://.
+        "broker_url": broker_url,
         "broker_use_ssl": tls_options(settings.broker_url),
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,

@@ -2,23 +2,26 @@
 or a bundled name, checked whole, and kept as one content-addressed blob (safetensors, named by its SHA-256).
 
 The producer reads and checks a dataset before anything is enqueued, and stores its blob once however many jobs
-use it; a job's spec holds only its reference (`Dataset.ref`). A worker fetches the blob by that hash once per
-job start and checks the hash before it trusts a byte. Nothing here imports torch, and nothing ever unpickles.
+use it (streamed from the arrays: never a second copy of them; in chunks beyond one Redis value); a job's spec
+holds only its reference (`Dataset.ref`). A worker fetches the blob by that hash once per job start and checks the
+hash before it trusts a byte. Nothing here imports torch, and nothing ever unpickles.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shared import defaults
+from shared import defaults, tensorfile
 from shared.errors import BadInput, DecodeError
+from shared.streamed import Streamed
 from shared.vocab import Bundled
 
 SUFFIXES = (".npz", ".safetensors")
@@ -32,7 +35,17 @@ class Dataset:
     x: np.ndarray
     y: np.ndarray
     name: str  # what the user named: a file's name, or a bundled dataset's
-    blob: bytes = field(repr=False, default=b"")
+
+    @property
+    def streamed(self) -> Streamed:
+        """Its blob (safetensors `x`, `y`), made from the arrays as it is sent: the header, then their own bytes.
+        safetensors' own layout with no metadata, so equal rows give equal bytes (and hash)."""
+        return tensorfile.of_arrays({"x": self.x, "y": self.y})
+
+    @property
+    def blob(self) -> bytes:
+        """Its blob whole (a small one; tests)."""
+        return self.streamed.joined()
 
     @property
     def classes(self) -> int | None:
@@ -43,9 +56,9 @@ class Dataset:
     def outputs(self) -> int:
         return self.classes if self.y.ndim == 1 else int(self.y.shape[1])  # type: ignore[return-value]
 
-    @property
+    @functools.cached_property  # noqa: B019 - one hash per dataset, of all its bytes
     def sha256(self) -> str:
-        return hashlib.sha256(self.blob).hexdigest()
+        return self.streamed.sha256()
 
     def ref(self) -> dict[str, Any]:
         """What a job's spec holds of it (shared/specs.py's DataRef)."""
@@ -66,9 +79,9 @@ def checked(x: Any, y: Any, name: str, label: str = "data") -> Dataset:
     if x.shape[0] < 2 or x.shape[1] < 1:
         raise BadInput(f"{label}: x of shape {_fmt(x.shape)} holds too little: at least 2 rows of 1 input")
     for what, a in (("x", x), ("y", y)):
-        if a.size > defaults.MAX_TENSOR_ELEMENTS:
+        if a.size > defaults.MAX_DATASET_ELEMENTS:
             raise BadInput(f"{label}: {what} has {a.size:,} elements, over the limit of "
-                           f"{defaults.MAX_TENSOR_ELEMENTS:,} (TENSORQ_MAX_TENSOR_ELEMENTS)")
+                           f"{defaults.MAX_DATASET_ELEMENTS:,} (TENSORQ_MAX_DATASET_ELEMENTS)")
     if not np.isfinite(x).all():
         raise BadInput(f"{label}: x holds nan or inf (row {_first_bad_row(x)})")
     if y.dtype.kind in "iu" and y.ndim == 1:
@@ -84,7 +97,7 @@ def checked(x: Any, y: Any, name: str, label: str = "data") -> Dataset:
         if not np.isfinite(y).all():
             raise BadInput(f"{label}: y holds nan or inf (row {_first_bad_row(y)})")
         y = (y if y.ndim == 2 else y[:, None]).astype(np.float32)  # (N,) floats are one target per row
-    return _with_blob(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y), name)
+    return Dataset(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y), name)
 
 
 def load_file(path: str | Path, label: str = "--data") -> Dataset:
@@ -159,21 +172,16 @@ def of(value: Any, label: str = "data") -> Dataset:
     raise BadInput(f"{label}: give a .npz or .safetensors file, or an (x, y) pair of arrays")
 
 
-def from_blob(blob: bytes, sha256: str) -> tuple[np.ndarray, np.ndarray]:
-    """A stored dataset's (x, y), after checking the bytes are the ones its hash names (DecodeError if not)."""
+def from_blob(blob: bytes | bytearray, sha256: str) -> tuple[np.ndarray, np.ndarray]:
+    """A stored dataset's (x, y), over the blob's own bytes (no copy), after checking they are the ones its hash
+    names (DecodeError if not)."""
     if hashlib.sha256(blob).hexdigest() != sha256:
         raise DecodeError(f"dataset {sha256[:12]}: the stored bytes do not match their hash")
-    from safetensors.numpy import load
-
-    arrays = load(blob)
+    arrays = tensorfile.arrays(blob)
+    if set(arrays) != set(KEYS):
+        raise DecodeError(f"dataset {sha256[:12]}: holds {', '.join(sorted(arrays))}, not x and y")
     return arrays["x"], arrays["y"]
 
-
-def _with_blob(x: np.ndarray, y: np.ndarray, name: str) -> Dataset:
-    from safetensors.numpy import save
-
-    # safetensors writes its header in sorted key order with no metadata here, so equal rows give equal bytes
-    return Dataset(x, y, name, save({"x": x, "y": y}))
 
 
 def _array(value: Any, label: str) -> np.ndarray:

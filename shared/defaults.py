@@ -45,14 +45,34 @@ SOCKET_TIMEOUT_S = 15.0
 # after BROKER_RETRY_START_S, doubling up to BROKER_RETRY_MAX_S; it never gives up.
 BROKER_RETRY_START_S = 0.5
 BROKER_RETRY_MAX_S = 5.0
+# A waiter or watcher (`tensorq wait`, `watch`, Job.wait) rides out a broker that is not serving for this long,
+# a Sentinel failover's worth (seconds), before it says so and exits as any command does.
+BROKER_RIDE_OUT_S = 30.0
+# Redis replicates asynchronously: where the primary has replicas, a submit (records, then messages) and a leased
+# job's ending wait this long at most (WAIT) until one of them holds those writes, so that a failover right
+# after loses none of them. How many replicas there are is read again at most this often.
+REPLICA_WAIT_MS = 1_000
+REPLICAS_RECOUNT_S = 10.0
 
 # Loss history: the training loop hands its losses over in batches, never one round trip per iteration.
 LOSS_FLUSH_ITERATIONS = 1_000  # at most this many losses are held before a flush
 LOSS_FLUSH_INTERVAL_S = 0.5  # ... and at most this long
 HISTORY_READ_ENTRIES = 256  # stream entries fetched per XRANGE page when reading a history back
 
-# Artifacts at most this large live in Redis; larger ones go to a file under the artifact directory.
+# Blobs (artifacts, checkpoints, datasets) at most this large are one Redis value; larger ones are kept in chunks
+# (shared/chunked.py) of BLOB_CHUNK_BYTES: small enough that one chunk's SET or GET holds Redis (single-threaded)
+# for a millisecond or so, and that redis-py's copies of a reply being read (about four of it) stay small; large
+# enough that a round trip per chunk costs little (docs/BENCHMARKS.md, "Blobs of any size").
 ARTIFACT_INLINE_MAX_BYTES = 32 * 1024 * 1024
+BLOB_CHUNK_BYTES = 4 * 1024 * 1024
+BLOB_WRITE_DEPTH = 4  # chunks per pipeline when writing: views of the tensors' own memory, nothing copied
+BLOB_READ_DEPTH = 1  # ... when reading: each reply is copies held until it is in the buffer (2 read no faster)
+# A chunk is written with this TTL and made permanent (or given its job's TTL) when its blob is complete: a writer
+# that crashes or is fenced out midway leaves nothing behind for longer. A blob must be written within it.
+BLOB_PENDING_TTL_S = 900
+# With TENSORQ_ARTIFACTS (an object store or shared path, shared/objects.py), blobs of at least this many bytes
+# (TENSORQ_ARTIFACTS_MIN_BYTES) go there instead of into Redis; smaller ones stay in Redis.
+ARTIFACTS_MIN_BYTES = ARTIFACT_INLINE_MAX_BYTES
 
 # Worker heartbeats: published every HEARTBEAT_INTERVAL_S, a node counts as gone after HEARTBEAT_TTL_S.
 HEARTBEAT_INTERVAL_S = 2.0
@@ -65,6 +85,9 @@ MAX_TENSOR_DIMS = 8
 MAX_LAYER_SIZE = _env_int("TENSORQ_MAX_LAYER_SIZE", 1 << 16)  # batch, input, hidden and output sizes each
 MAX_TRAIN_ELEMENTS = _env_int("TENSORQ_MAX_TRAIN_ELEMENTS", 1 << 30)  # x + y + w1 + w2 elements together
 MAX_ITERATIONS = _env_int("TENSORQ_MAX_ITERATIONS", 10_000_000)
+# A dataset's x and y each (they were held to MAX_TENSOR_ELEMENTS while a blob had to be one Redis value): 1 GiB of
+# float32 each by default.
+MAX_DATASET_ELEMENTS = _env_int("TENSORQ_MAX_DATASET_ELEMENTS", 1 << 28)
 
 # Leases: a running job's worker renews its lease every LEASE_RENEW_S; a lease unrenewed for LEASE_TTL_S
 # has lapsed (the worker died) and any live worker, looking every REAP_INTERVAL_S, puts the job back.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.streamed import Blob
 
 
 class TensorqError(Exception):
@@ -45,14 +48,14 @@ class StackError(TensorqError):
 class Interrupted(TensorqError):
     """Raised by a running job's loop when it is asked to stop (`reason`: handback, cancel, timeout, ...);
     every loss before `iteration` is stored. A job that ends here keeps `summary` and `artifacts` (name ->
-    bytes, e.g. its weights so far) when its executor set them."""
+    blob, e.g. its weights so far) when its executor set them."""
 
     def __init__(self, iteration: int, reason: str) -> None:
         super().__init__(f"{reason} at iteration {iteration}")
         self.iteration = iteration
         self.reason = reason
         self.summary: dict[str, Any] | None = None
-        self.artifacts: dict[str, bytes] | None = None
+        self.artifacts: dict[str, Blob] | None = None
 
 
 class JobCancelled(TensorqError):

@@ -21,13 +21,19 @@ class Keys:
         return f"{self.prefix}job:{job_id}:metric:{name}"
 
     def artifact(self, job_id: str, name: str) -> str:
-        """String: an artifact's bytes (safetensors), when small enough to live in Redis."""
+        """String: an artifact's bytes (safetensors), or a manifest of its chunks, or `url:<url>` of its object."""
         return f"{self.prefix}job:{job_id}:artifact:{name}"
 
     def dataset(self, sha256: str) -> str:
         """String: a dataset's bytes (safetensors `x`, `y`), stored once under their SHA-256 however many jobs
         train on it (shared/datasets.py); kept until deleted (no job owns it)."""
         return f"{self.prefix}dataset:{sha256}"
+
+    def chunk(self, blob_key: str, generation: str, index: int) -> str:
+        """String: chunk `index` of one generation of a blob too large for one value (an artifact, a checkpoint, a
+        dataset), whose key holds the manifest (shared/chunked.py; its Lua `tq_chunk_keys` builds the same names).
+        Written with a provisional TTL; kept, expired and deleted with the blob's key."""
+        return f"{blob_key}:{generation}:{index}"
 
     def lease(self, job_id: str) -> str:
         """String with a TTL: `<node> <token>` of the worker running the job; gone = nobody runs it."""
@@ -94,3 +100,8 @@ class Keys:
     def nodes(self) -> str:
         """Sorted set: worker node names, scored by their last heartbeat."""
         return f"{self.prefix}nodes"
+
+    @property
+    def replicated(self) -> str:
+        """Pub/sub channel nobody listens on: a PUBLISH there before a WAIT (shared/replication.py)."""
+        return f"{self.prefix}replicated"

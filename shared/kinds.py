@@ -19,6 +19,8 @@ from shared.vocab import Kind
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from shared.streamed import Blob
+
 Summary = Mapping[str, Any]
 
 
@@ -43,7 +45,7 @@ class JobKind:
     def model(self) -> type[BaseModel]:
         return _resolve(self.spec_model)  # type: ignore[no-any-return]
 
-    def execute(self) -> Callable[..., tuple[dict[str, Any], dict[str, bytes]]]:
+    def execute(self) -> Callable[..., tuple[dict[str, Any], dict[str, Blob]]]:
         return _resolve(self.runner)  # type: ignore[no-any-return]
 
 

@@ -7,6 +7,10 @@ process (redis-py here, Celery's producer and workers, Flower through shared.cel
 
 `tls_options` is the one reader of those options. The server's certificate is checked unless the URL says
 `ssl_cert_reqs=none` outright (Celery's Redis transport would otherwise fall back to no checks at all).
+
+Sentinel: a `sentinel://` URL (`sentinels://` over TLS, with the same options; shared/sentinel.py reads the rest)
+gives a client whose every connection asks the Sentinels where the primary is (redis-py's Sentinel.master_for),
+so after a failover the next command, or the retry of a failed one, reaches the new primary.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from shared import broker_errors, defaults
-from shared.errors import BrokerUnreachable
-from shared.settings import Settings, password_problem, scrub
+from shared import broker_errors, defaults, sentinel
+from shared.errors import BadInput, BrokerUnreachable
+from shared.settings import Settings, check_sentinel_url, password_problem, scrub
 
 if TYPE_CHECKING:
     import redis
@@ -28,11 +32,13 @@ CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none
 # The TLS options a broker URL may carry: what redis-py's SSLConnection and kombu's broker_use_ssl both take.
 TLS_PATH_OPTIONS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
 TLS_OPTIONS = ("ssl_cert_reqs", "ssl_check_hostname", *TLS_PATH_OPTIONS)
+TLS_SCHEMES = ("rediss", "sentinels")
 BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
 def tls_options(url: str) -> dict[str, Any] | None:
-    """The TLS options of a `rediss://` URL (None for any other scheme), as redis-py and kombu take them.
+    """The TLS options of a `rediss://` or `sentinels://` URL (None for any other scheme), as redis-py and kombu
+    take them.
 
     ssl_cert_reqs: required (the default), optional or none (also CERT_REQUIRED etc.); ssl_ca_certs,
     ssl_ca_path, ssl_certfile, ssl_keyfile: paths; ssl_check_hostname: true/false (redis-py's default, true,
@@ -41,9 +47,10 @@ def tls_options(url: str) -> dict[str, Any] | None:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     given = {k: v for k, v in query.items() if k.startswith("ssl_")}
-    if parts.scheme != "rediss":
+    if parts.scheme not in TLS_SCHEMES:
         if given:
-            raise ValueError(f"{', '.join(sorted(given))}: TLS options need a rediss:// URL")
+            raise ValueError(f"{', '.join(sorted(given))}: TLS options need a rediss:// URL "
+                             "(sentinels:// for Sentinels)")
         return None
     unknown = sorted(set(given) - set(TLS_OPTIONS))
     if unknown:
@@ -98,21 +105,25 @@ def connect(settings: Settings, check: bool = True) -> redis.Redis:
 
     if settings.broker_source == "down":
         raise BrokerUnreachable(down_message(settings))
+    if sentinel.is_sentinel(settings.broker_url):
+        check_sentinel_url(settings.broker_url)  # BadInput (exit 2), as resolve() says it
     problem = password_problem(settings.broker_url)
     if problem:
         raise BrokerUnreachable(f"bad broker URL {settings.masked_broker_url}: {problem}")
+    timeouts = {"socket_connect_timeout": defaults.CONNECT_TIMEOUT_S,
+                "socket_timeout": defaults.CONNECT_TIMEOUT_S if check else defaults.SOCKET_TIMEOUT_S}
     try:
         tls = tls_options(settings.broker_url)
         _check_readable(tls)
-        client = redis.Redis.from_url(
-            without_tls_options(settings.broker_url),
-            socket_connect_timeout=defaults.CONNECT_TIMEOUT_S,
-            socket_timeout=defaults.CONNECT_TIMEOUT_S if check else defaults.SOCKET_TIMEOUT_S,
-            health_check_interval=30,
-            **(tls or {}),
-        )
+        if sentinel.is_sentinel(settings.broker_url):
+            client = sentinel_client(sentinel.parse(settings.broker_url), tls, timeouts)
+        else:
+            client = redis.Redis.from_url(without_tls_options(settings.broker_url), health_check_interval=30,
+                                          **timeouts, **(tls or {}))
     except (ValueError, TypeError) as e:
         problem = scrub(str(e), settings.broker_url)
+        if sentinel.is_sentinel(settings.broker_url):  # a usage error, as check_sentinel_url's (exit 2)
+            raise BadInput(f"bad broker URL {settings.masked_broker_url}: {problem}") from e
         raise BrokerUnreachable(f"bad broker URL {settings.masked_broker_url}: {problem}") from e
     if check:
         ping(client, settings)
@@ -122,17 +133,40 @@ def connect(settings: Settings, check: bool = True) -> redis.Redis:
     return client
 
 
+def sentinel_client(url: sentinel.SentinelUrl, tls: dict[str, Any] | None, timeouts: dict[str, float]
+                    ) -> redis.Redis:
+    """A client of the primary the Sentinels name: each new connection asks them (the first that answers, and
+    that sees the primary up), so none outlives a failover for long; a reply READONLY from a primary demoted
+    meanwhile is a lost connection (redis-py's SentinelManagedConnection), retried on the new one."""
+    from redis.sentinel import Sentinel
+
+    # redis-py leaves Sentinel unannotated
+    sentinels = Sentinel(list(url.sentinels), sentinel_kwargs=url.sentinel_kwargs(tls),  # type: ignore[no-untyped-call]
+                         **timeouts)
+    client: redis.Redis = sentinels.master_for(url.master_name, health_check_interval=30,  # type: ignore[no-untyped-call]
+                                               **url.master_kwargs(tls))
+    return client
+
+
 def ping(client: redis.Redis, settings: Settings) -> None:
     """PING on a fresh connection from the client's pool, which then serves ordinary commands (its socket
     timeout raised to SOCKET_TIMEOUT_S)."""
     import redis
+    from redis.sentinel import MasterNotFoundError
 
     where = settings.masked_broker_url
+    if sentinel.is_sentinel(settings.broker_url):  # what waiting cannot mend is said at once, not after retries
+        why = no_primary(settings, client)
+        if why is not None and not why[1]:
+            raise BrokerUnreachable(why[0])
     conn = None
     try:
         conn = client.connection_pool.get_connection()
         conn.send_command("PING")  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         conn.read_response()
+    except MasterNotFoundError as e:
+        why = no_primary(settings, client)
+        raise BrokerUnreachable(why[0] if why else unreachable_message(settings)) from e
     except redis.AuthenticationError as e:
         raise BrokerUnreachable(f"broker at {where} refused the password: {scrub(str(e), settings.broker_url)}") from e
     except redis.InvalidResponse as e:
@@ -160,6 +194,37 @@ def ping(client: redis.Redis, settings: Settings) -> None:
             if conn.is_connected:
                 conn.update_current_socket_timeout(defaults.SOCKET_TIMEOUT_S)
             client.connection_pool.release(conn)
+
+
+def no_primary(settings: Settings, client: redis.Redis) -> tuple[str, bool] | None:
+    """None when a Sentinel names the primary now; else why not, and whether waiting could help: not when they
+    refuse the password, none answers, or none knows a primary by that name (a wrong master_name); yes when
+    they know it but see it down (a failover under way, which redis-py's retries of the connection ride out).
+    Asked once, of each Sentinel: redis-py's own error lists their failures as reprs of its clients."""
+    import redis
+
+    pool: Any = client.connection_pool  # a SentinelConnectionPool: its Sentinels' clients
+    name, where = pool.service_name, settings.masked_broker_url
+    answered, refused, known = 0, False, False
+    for one in pool.sentinel_manager.sentinels:
+        try:
+            state = one.sentinel_masters().get(name)
+        except redis.AuthenticationError:
+            refused = True
+            continue
+        except redis.RedisError:
+            continue
+        answered += 1
+        if state and pool.sentinel_manager.check_master_state(state, name):
+            return None
+        known = known or bool(state)
+    if refused:
+        return f"the Sentinels of {where} refused the password (sentinel_password=, their own requirepass)", False
+    if not answered:
+        return unreachable_message(settings), False
+    if not known:
+        return f"no Sentinel of {where} knows a primary named {name!r} (is master_name right?)", False
+    return f"the Sentinels of {where} see the primary {name!r} down (a failover under way?)", True
 
 
 def _refused(error: BaseException) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from shared import defaults
+from shared import defaults, sentinel
 from shared.errors import BadInput
 from shared.vocab import Kind
 
@@ -20,7 +20,7 @@ STACK_RECORD_NAME = "stack.json"
 # default Redis on 6379, which may be the machine's own (a stray submit would enqueue there).
 DOWN_RECORD_NAME = "stack.down.json"
 # Query parameters whose values are secrets: masked in every message, like the URL's password.
-SECRET_QUERY_KEYS = ("password", "ssl_password")
+SECRET_QUERY_KEYS = ("password", "ssl_password", "sentinel_password")
 # `key=` of a secret parameter and its value: up to the next `&name=` (an unencoded `&` stays masked).
 _SECRET_QUERY = re.compile(rf"(?i)([?&](?:{'|'.join(SECRET_QUERY_KEYS)})=)(?:[^&]|&(?![\w.-]+=))*")
 # Every secret met in a broker URL in this process: scrub() takes them out of any message.
@@ -42,6 +42,9 @@ class Settings:
     # seconds a finished job of each kind is kept (None: forever), from `retention()`
     retention: Mapping[str, int | None] = field(
         default_factory=lambda: {k.value: RETENTION[k][1] if k in RETENTION else None for k in Kind})
+    # TENSORQ_ARTIFACTS: the object store (or shared path) blobs of artifacts_min_bytes or more go to; None: Redis
+    artifacts_url: str | None = None
+    artifacts_min_bytes: int = defaults.ARTIFACTS_MIN_BYTES
 
     @property
     def stack_record(self) -> Path:
@@ -88,6 +91,12 @@ def resolve(broker: str | None = None) -> Settings:
     visibility = _positive_int("TENSORQ_VISIBILITY_TIMEOUT_S") or defaults.VISIBILITY_TIMEOUT_S
     history_ttl = _positive_int("TENSORQ_HISTORY_TTL")
     kept = retention(history_ttl)
+    artifacts = os.environ.get("TENSORQ_ARTIFACTS", "").strip() or None
+    if artifacts is not None:
+        from shared.objects import check_url
+
+        artifacts = check_url(artifacts)
+    min_bytes = _positive_int("TENSORQ_ARTIFACTS_MIN_BYTES", "bytes") or defaults.ARTIFACTS_MIN_BYTES
     if broker:
         url, source = broker, "flag"
     elif os.environ.get("TENSORQ_BROKER_URL"):
@@ -99,7 +108,21 @@ def resolve(broker: str | None = None) -> Settings:
     else:
         url, source = defaults.DEFAULT_BROKER_URL, "default"
     _SECRETS.update(secrets_of(url))
-    return Settings(url, source, home, prefix, visibility, history_ttl, kept)
+    if sentinel.is_sentinel(url):  # read whole now: a malformed one is a usage error (exit 2), said once, here
+        check_sentinel_url(url)
+    return Settings(url, source, home, prefix, visibility, history_ttl, kept, artifacts, min_bytes)
+
+
+def check_sentinel_url(url: str) -> None:
+    """BadInput, naming the masked URL and what is wrong with it, for a sentinel:// URL that cannot be read."""
+    problem = password_problem(url)
+    if problem is None:
+        try:
+            sentinel.parse(url)
+        except BadInput as e:
+            problem = str(e)
+    if problem:
+        raise BadInput(f"bad broker URL {mask_url(url)}: {problem}")
 
 
 def retention(history_ttl_s: int | None) -> dict[str, int | None]:
@@ -130,7 +153,7 @@ def _ttl_or_forever(name: str) -> tuple[int | None] | None:
     return (value,)
 
 
-def _positive_int(name: str) -> int | None:
+def _positive_int(name: str, unit: str = "seconds") -> int | None:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return None
@@ -139,36 +162,50 @@ def _positive_int(name: str) -> int | None:
     except ValueError:
         value = 0
     if value <= 0:
-        raise BadInput(f"{name} must be a whole number of seconds above 0 (got {raw!r})")
+        raise BadInput(f"{name} must be a whole number of {unit} above 0 (got {raw!r})")
     return value
 
 
 def _userinfo_end(url: str) -> tuple[int, int]:
     """(start, end) of the URL's user:password part, read from the raw text, never parsed: a password with an
     unencoded `/`, `#`, `?` or `@` is still all of it. The part runs from after `scheme://` to the last `@`
-    before the query (or the last `@` at all when the part holds a `?`); (0, 0) when there is none."""
+    before the query (or the last `@` at all when the part holds a `?`); (0, 0) when there is none. In one
+    Sentinel of a sentinel:// URL, the query is known by its first parameter, so an `@` in a value is not taken."""
     start = url.find("://") + 3 if "://" in url else 0
-    end = url.rfind("@")
+    query = _SENTINEL_QUERY.search(url) if sentinel.is_sentinel(url) else None
+    end = url.rfind("@", 0, query.start() if query else len(url))
     if end < start:
         return 0, 0
     return start, end
 
 
+# Where a Sentinel's query starts: `?` and a parameter it may carry.
+_SENTINEL_QUERY = re.compile(rf"\?(?:{'|'.join(sentinel.PARAMS)}|ssl_\w+)=")
+
+
+def _parts(url: str) -> list[str]:
+    """The pieces of a URL that each have their own userinfo: a sentinel:// URL's Sentinels, else the URL."""
+    return sentinel.elements(url) if sentinel.is_sentinel(url) else [url]
+
+
 def secrets_of(url: str) -> list[str]:
     """The secrets a broker URL holds, as written and %-decoded: its password and secret query values."""
     found = []
-    start, end = _userinfo_end(url)
-    if end > start and ":" in url[start:end]:
-        found.append(url[start:end].split(":", 1)[1])
+    for part in _parts(url):
+        start, end = _userinfo_end(part)
+        if end > start and ":" in part[start:end]:
+            found.append(part[start:end].split(":", 1)[1])
     found += [m.group(0)[len(m.group(1)):] for m in _SECRET_QUERY.finditer(url)]
     return sorted({form for secret in found if secret for form in (secret, unquote(secret))}, key=len, reverse=True)
 
 
 def password_problem(url: str) -> str | None:
     """Why the URL's password cannot be read as written (a character a URL gives another meaning), or None."""
-    start, end = _userinfo_end(url)
-    password = url[start:end].split(":", 1)[1] if end > start and ":" in url[start:end] else ""
-    bad = sorted({c for c in password if c in "/#?@[]"})
+    passwords = ""
+    for part in _parts(url):
+        start, end = _userinfo_end(part)
+        passwords += part[start:end].split(":", 1)[1] if end > start and ":" in part[start:end] else ""
+    bad = sorted({c for c in passwords if c in "/#?@[]"})
     if bad:
         codes = ", ".join(f"{c} as %{ord(c):02X}" for c in bad)
         return f"the password holds {' '.join(bad)}, which must be %-encoded in a URL ({codes})"
@@ -178,11 +215,15 @@ def password_problem(url: str) -> str | None:
 def mask_url(url: str) -> str:
     """The URL with its password, and query parameters that carry secrets, replaced by `***`: safe for logs
     and messages. Masked as text, before any parsing, so a malformed URL is masked too."""
+    return _SECRET_QUERY.sub(lambda m: f"{m.group(1)}***", ";".join(_masked_userinfo(p) for p in _parts(url)))
+
+
+def _masked_userinfo(url: str) -> str:
     start, end = _userinfo_end(url)
     if end > start and ":" in url[start:end]:
         user = url[start:end].split(":", 1)[0]
-        url = f"{url[:start]}{user}:***{url[end:]}"
-    return _SECRET_QUERY.sub(lambda m: f"{m.group(1)}***", url)
+        return f"{url[:start]}{user}:***{url[end:]}"
+    return url
 
 
 def scrub(text: str, url: str | None = None) -> str:

@@ -1,6 +1,7 @@
 """The job store: job records, their lifecycle (queued, running, ended) and the job index, in Redis. A job's
 metric series (shared/series.py), blobs (shared/blobs.py) and lease (shared/leases.py) are parts it holds
-as attributes: `store.series`, `store.blobs`, `store.leases`.
+as attributes: `store.series`, `store.blobs`, `store.leases`; `store.replication` waits for replicas to hold
+what must outlive a failover (shared/replication.py).
 
 It is the one source of truth for what users see; Celery's own bookkeeping is not consulted.
 """
@@ -23,20 +24,25 @@ from shared import defaults, leases, stats
 from shared.blobs import (
     ARTIFACT_FIELD,
     ARTIFACT_NAMES,
-    FILE,
+    URL,
     Blobs,
+    Staged,
     compact_result,
+    is_external,
     joined,
     piece_names,
     pieces,
     unpieced,
 )
+from shared.chunked import HEAD_BYTES
 from shared.errors import BadInput, JobNotFound
 from shared.keys import Keys
 from shared.leases import Leases
 from shared.metric_names import LOSS
+from shared.replication import Replication
 from shared.replies import entries, streams, text, texts
 from shared.series import Chunk, Series, names_in, unpack
+from shared.streamed import Blob
 from shared.vocab import FINISHED_STATES, JobState, Kind
 
 if TYPE_CHECKING:
@@ -79,8 +85,9 @@ return 'ok'
 # An op job ends in one round trip: ops are pure and take microseconds, so a worker runs the op first and
 # then commits its result here unless the job has ended meanwhile (cancelled, or done by a redelivery). A small
 # result is among the record's fields (inline); a larger one is written to its own key.
-# KEYS: job, artifact, finished stream, expiring set, its bucket; ARGV: started, finished, result for its own key
-# (empty: inline), ttl (0: kept), maxlen, job id, key prefix, bucket member, then the record's fields and values.
+# KEYS: job, artifact, finished stream, expiring set, its bucket, then the result's chunks (a result too large for
+# one value); ARGV: started, finished, result for its own key (empty: inline), ttl (0: kept), maxlen, job id, key
+# prefix, bucket member, then the record's fields and values.
 _FINISH_OP = stats.LUA + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
@@ -92,6 +99,9 @@ if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3]) end
 redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local ttl = tonumber(ARGV[4])
+for i = 6, #KEYS do
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
+end
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   if ARGV[3] ~= '' then redis.call('EXPIRE', KEYS[2], ttl) end
@@ -168,7 +178,7 @@ COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 _OP, _SUCCEEDED, _RESULT_FIELD = Kind.OP.value, JobState.SUCCEEDED.value, ARTIFACT_FIELD + "result"
 # Kinds whose specs never name a dataset (an op's operands are in its spec): prune_datasets does not read them.
 NAMES_NO_DATASET = (Kind.OP.value,)
-FILE_B = FILE.encode()
+URL_B = URL.encode()
 # Remove ids from a group's list (a page of pruned jobs), and the group itself once it holds none.
 # KEYS: the group's list, its record; ARGV: the ids.
 _UNGROUP = """
@@ -187,12 +197,12 @@ return #keep
 
 @dataclass
 class _Owned:
-    """What a pruned job owns beyond its record: its series keys, its group, the files its blobs spilled to."""
+    """What a pruned job owns beyond its record: its series keys, its group, the objects or files its blobs name."""
 
     job_id: str
     series: list[str]
     group: str | None
-    files: list[Path]
+    externals: list[bytes]
 
 
 def _dataset_of(spec: bytes) -> str:
@@ -271,7 +281,7 @@ class Ending:
     state: JobState
     summary: dict[str, Any] | None = None
     error: str | None = None
-    artifacts: dict[str, bytes] | None = None
+    artifacts: Mapping[str, Blob] | None = None
     lease_holder: str | None = None
 
 
@@ -287,7 +297,10 @@ def _summary(h: Mapping[str, str]) -> dict[str, Any] | None:
 
 class JobStore:
     def __init__(self, client: redis.Redis, keys: Keys, artifact_dir: Path, history_ttl_s: int | None = None,
-                 retention: Mapping[str, int | None] | None = None) -> None:
+                 retention: Mapping[str, int | None] | None = None, store_url: str | None = None,
+                 store_min_bytes: int = defaults.ARTIFACTS_MIN_BYTES) -> None:
+        """`artifact_dir`: where an older tensorq kept large blobs as files (pruned with their jobs); `store_url`
+        and `store_min_bytes`: the object store blobs that large go to (TENSORQ_ARTIFACTS), None: Redis."""
         from shared import settings
 
         self.redis = client
@@ -298,8 +311,9 @@ class JobStore:
         # (TENSORQ_OP_TTL, ...; shared/settings.py's RETENTION, the one table of it)
         self.retention = dict(retention) if retention is not None else settings.retention(history_ttl_s)
         self.series = Series(client, keys)
-        self.blobs = Blobs(client, keys, artifact_dir)
+        self.blobs = Blobs(client, keys, store_url, store_min_bytes)
         self.leases = Leases(client, keys)
+        self.replication = Replication(client, keys)
         self._cancel = client.register_script(_CANCEL)
         self._begin = client.register_script(_BEGIN)
         self._finish_op = client.register_script(_FINISH_OP)
@@ -396,42 +410,69 @@ class JobStore:
             p.execute()
 
     def mark_finished(self, job_id: str, state: JobState, summary: dict[str, Any] | None = None,
-                      error: str | None = None, artifacts: dict[str, bytes] | None = None,
+                      error: str | None = None, artifacts: Mapping[str, Blob] | None = None,
                       lease_holder: str | None = None) -> bool:
         """The end of a job: its artifacts, summary or error, its state; its checkpoint goes. With
         `lease_holder`, only while that lease is held (a transaction watching it), and the lease goes too;
-        False when the job was taken over meanwhile and nothing was written."""
+        False when the job was taken over meanwhile and nothing was written. Artifacts too large for one value
+        are sent first (shared/blobs.py `stage`); the transaction names them."""
         ending = Ending(job_id, state, summary, error, artifacts, lease_holder)
-        checkpoint_file = self.blobs.file_of(self.keys.checkpoint(job_id))  # goes with the checkpoint, below
+        checkpoint_ref = self.blobs.external(self.keys.checkpoint(job_id))  # goes with the checkpoint, below
         if lease_holder is None:
             self.mark_finished_many([ending])
         else:
             import redis
 
+            staged = self._stage(ending)
             with self.redis.pipeline(transaction=True) as p:
                 try:
                     if not self.leases.watch(p, job_id, lease_holder):
+                        self._abandon(staged)
                         return False
                     # only its lease holder adds a series, so the names read now are all it will have
                     owned = self._owned([job_id], p)[job_id]
                     p.multi()
-                    self._end_into(p, ending, owned)
+                    self._end_into(p, ending, owned, staged)
                     p.delete(self.keys.lease(job_id))
                     p.execute()
                 except redis.WatchError:
+                    self._abandon(staged)
                     return False
-        if checkpoint_file is not None:
-            checkpoint_file.unlink(missing_ok=True)
+                except BaseException:
+                    self._abandon(staged)
+                    raise
+        self.blobs.remove_external(checkpoint_ref)
         return True
 
     def mark_finished_many(self, endings: list[Ending]) -> None:
         if not endings:
             return
         owned = self._owned([e.job_id for e in endings])
-        with self.redis.pipeline(transaction=False) as p:
-            for e in endings:
-                self._end_into(p, e, owned[e.job_id])
-            p.execute()
+        staged = {e.job_id: self._stage(e) for e in endings}
+        try:
+            with self.redis.pipeline(transaction=False) as p:
+                for e in endings:
+                    self._end_into(p, e, owned[e.job_id], staged[e.job_id])
+                p.execute()
+        except BaseException:
+            for s in staged.values():
+                self._abandon(s)
+            raise
+
+    def _stage(self, e: Ending) -> dict[str, Staged]:
+        """An ending's artifacts sent where they will live, before the transaction that names them."""
+        staged: dict[str, Staged] = {}
+        try:
+            for name, data in (e.artifacts or {}).items():
+                staged[name] = self.blobs.stage(self.keys.artifact(e.job_id, name), data)
+        except BaseException:
+            self._abandon(staged)
+            raise
+        return staged
+
+    def _abandon(self, staged: Mapping[str, Staged]) -> None:
+        for s in staged.values():
+            self.blobs.abandon(s)
 
     def _owned(self, job_ids: Iterable[str], p: Any = None) -> dict[str, tuple[int | None, list[str]]]:
         """Each job's retention (seconds, by its kind; None: kept) and its series keys, to expire with it: read
@@ -457,7 +498,7 @@ class JobStore:
     def _state_indexes(self) -> list[str]:
         return [self.keys.state_index(k.value, s.value) for k in Kind for s in JobState]
 
-    def _end_into(self, p: Any, e: Ending, owned: tuple[int | None, list[str]]) -> None:
+    def _end_into(self, p: Any, e: Ending, owned: tuple[int | None, list[str]], staged: Mapping[str, Staged]) -> None:
         now = time.time()
         self._account_into(p, e.job_id, e.state, now)
         fields: dict[str, str | bytes] = {"state": e.state.value, "finished_at": repr(now)}
@@ -466,8 +507,10 @@ class JobStore:
             long["summary"] = COMPACT_JSON.encode(e.summary)
         if e.error is not None:
             long["error"] = e.error
-        for name, blob in (e.artifacts or {}).items():
-            fields[ARTIFACT_FIELD + name] = self.blobs.put(self.keys.artifact(e.job_id, name), e.job_id, name, blob, p)
+        for name, s in staged.items():
+            p.set(self.keys.artifact(e.job_id, name), s.value)
+            self.blobs.keep_into(p, s, owned[0])  # its chunks last as long as the key (retention, below)
+            fields[ARTIFACT_FIELD + name] = s.where
         stale = ["cancel_requested"]
         for name, value in long.items():
             parts = pieces(name, value)
@@ -476,7 +519,7 @@ class JobStore:
         p.hset(self.keys.job(e.job_id), mapping=fields)
         p.hdel(self.keys.job(e.job_id), *stale)
         p.srem(self.keys.running, e.job_id)
-        p.delete(self.keys.checkpoint(e.job_id))
+        self.blobs.drop_into(p, self.keys.checkpoint(e.job_id))  # with its chunks
         self._expire(p, e.job_id, *owned)
         p.xadd(self.keys.finished, {"id": e.job_id, "state": e.state.value},
                maxlen=defaults.FINISHED_STREAM_MAXLEN, approximate=True)
@@ -486,15 +529,27 @@ class JobStore:
         """Commit an op job's result and end it `succeeded`, in one round trip; or, when it had ended already
         (cancelled, or finished by another delivery), or has no record, change nothing and say so."""
         keys, args = self._finish_op_call(job_id, worker, device, started_at, summary, result)
-        return text(self._finish_op(keys=keys, args=args))
+        outcome = text(self._finish_op(keys=keys, args=args))
+        if outcome != "ok":
+            self._abandon_result(keys, args)
+        return outcome
 
     def finish_ops(self, ops: list[tuple[str, str, str, float, dict[str, Any], bytes]]) -> list[str]:
         """`finish_op` for many ops in one pipeline: `ok`, `missing`, or the state each had already ended in."""
+        calls = [self._finish_op_call(*op) for op in ops]
         with self.redis.pipeline(transaction=False) as p:
-            for op in ops:
-                keys, args = self._finish_op_call(*op)
+            for keys, args in calls:
                 self._finish_op(keys=keys, args=args, client=p)
-            return texts(p.execute())
+            outcomes = texts(p.execute())
+        for (keys, args), outcome in zip(calls, outcomes, strict=True):
+            if outcome != "ok":
+                self._abandon_result(keys, args)
+        return outcomes
+
+    def _abandon_result(self, keys: list[str], args: list[Any]) -> None:
+        """A refused op commit's result, when it was sent ahead of it (chunks, an object): dropped now."""
+        self.blobs.abandon(Staged(args[2], tuple(keys[5:]), args[2][len(URL_B):].decode()
+                                  if isinstance(args[2], bytes) and args[2].startswith(URL_B) else None))
 
     def _finish_op_call(self, job_id: str, worker: str, device: str, started_at: float, summary: dict[str, Any],
                         result: bytes) -> tuple[list[str], list[Any]]:
@@ -506,14 +561,16 @@ class JobStore:
         told = {k: v for k, v in summary.items() if k not in shared or fields.get(k) != v}
         fields.update(pieces("summary", COMPACT_JSON.encode(told)))
         inline = compact_result(result)
+        chunks: list[str] = []
         if inline is not None:  # in the record: one key fewer, and it expires with it
             fields.update(pieces(_RESULT_FIELD, inline))
             blob = b""
-        else:
-            blob, fields[_RESULT_FIELD] = self.blobs.spill(job_id, "result", result)
+        else:  # its own key: the bytes, or (beyond one value) a manifest of chunks sent now, kept by the script
+            staged = self.blobs.stage(self.keys.artifact(job_id, "result"), result)
+            blob, fields[_RESULT_FIELD], chunks = staged.value, staged.where, list(staged.chunks)
         member, bucket = self._bucket(now + ttl)
         keys = [self.keys.job(job_id), self.keys.artifact(job_id, "result"), self.keys.finished, self.keys.expiring,
-                bucket]
+                bucket, *chunks]
         args = [repr(started_at), repr(now), blob, ttl, defaults.FINISHED_STREAM_MAXLEN, job_id, self.keys.prefix,
                 member, *(x for pair in fields.items() for x in pair)]
         return keys, args
@@ -643,29 +700,24 @@ class JobStore:
 
     def _prune_index(self, kind: str, state: str, ended_before: float, dry_run: bool, page: int) -> int:
         index, skip, count = self.keys.state_index(kind, state), 0, 0
-        artifact_fields = [piece_names(ARTIFACT_FIELD + name) for name in ARTIFACT_NAMES]
         while ids := texts(self.redis.zrangebyscore(index, "-inf", ended_before, start=skip, num=page)):
             with self.redis.pipeline(transaction=False) as p:
                 for job_id in ids:
                     p.hmget(self.keys.job(job_id), ["state", "finished_at", "group"])
                     p.hkeys(self.keys.job(job_id))
-                    for fields in artifact_fields:
-                        p.hmget(self.keys.job(job_id), fields)
-                    p.getrange(self.keys.checkpoint(job_id), 0, 4095)  # a spilled one names its file
+                    for key in self._blob_keys(job_id):  # one that names an object or a file says so first
+                        p.getrange(key, 0, HEAD_BYTES - 1)
                 replies = p.execute()
-            step = 3 + len(artifact_fields)
+            step = 2 + len(ARTIFACT_NAMES) + 1
             due: list[_Owned] = []
             gone: list[str] = []
             for i, job_id in enumerate(ids):
-                (found, finished_at, group), fields, *held, ckpt = replies[i * step:(i + 1) * step]
+                (found, finished_at, group), fields, *heads = replies[i * step:(i + 1) * step]
                 if found is None:  # expired, its index entry not swept yet
                     gone.append(job_id)
                 elif text(found) == state and finished_at and float(finished_at) < ended_before:
-                    files = [v for v in (unpieced(h) for h in held) if v is not None and v.startswith(FILE_B)]
-                    if ckpt and ckpt.startswith(FILE_B):
-                        files.append(ckpt)
                     due.append(_Owned(job_id, self.series.keys_of(job_id, fields), text(group) if group else None,
-                                      [Path(f[len(FILE_B):].decode()) for f in files]))
+                                      [h for h in heads if h and is_external(h)]))
             count += len(due)
             if dry_run:
                 skip += len(ids)
@@ -682,8 +734,8 @@ class JobStore:
             return
         with self.redis.pipeline(transaction=False) as p:
             for o in due:
-                p.delete(self.keys.job(o.job_id), *o.series, *(self.keys.artifact(o.job_id, n) for n in ARTIFACT_NAMES),
-                         self.keys.checkpoint(o.job_id), self.keys.lease(o.job_id))
+                p.delete(self.keys.job(o.job_id), *o.series, self.keys.lease(o.job_id))
+                self.blobs.drop_into(p, *self._blob_keys(o.job_id))  # artifacts and checkpoint, with their chunks
             for key in (index, self.keys.jobs, self.keys.expiring):  # expiring: ids of stores before its buckets
                 p.zrem(key, *ids)
             p.execute()
@@ -694,10 +746,14 @@ class JobStore:
         for group, members in groups.items():
             self._ungroup(keys=[self.keys.group_jobs(group), self.keys.group(group)], args=members)
         for o in due:
-            for path in o.files:
-                path.unlink(missing_ok=True)
+            for ref in o.externals:
+                self.blobs.remove_external(ref)
             with contextlib.suppress(OSError):  # its artifact folder, when nothing else is in it
                 (self.artifact_dir / o.job_id).rmdir()
+
+    def _blob_keys(self, job_id: str) -> builtins.list[str]:
+        """Every blob a job may own: its artifacts, then its checkpoint."""
+        return [*(self.keys.artifact(job_id, n) for n in ARTIFACT_NAMES), self.keys.checkpoint(job_id)]
 
     def prune_datasets(self, dry_run: bool = False, page: int = defaults.PRUNE_PAGE_JOBS) -> int:
         """Delete the datasets no job's spec names (`spec.data.sha256`); how many were (would be) deleted. Reads
@@ -718,11 +774,12 @@ class JobStore:
                     named.update(_dataset_of(spec) for spec in specs if spec is not None)
                     start += len(ids)
         prefix = self.keys.dataset("")
-        unnamed = [key for key in self.redis.scan_iter(match=f"{prefix}*", count=1000)
-                   if text(key)[len(prefix):] not in named]
+        unnamed = [text(key) for key in self.redis.scan_iter(match=f"{prefix}*", count=1000)
+                   if ":" not in text(key)[len(prefix):]  # a chunk of a large one goes with it
+                   and text(key)[len(prefix):] not in named]
         if unnamed and not dry_run:
             for first in range(0, len(unnamed), page):
-                self.redis.delete(*unnamed[first:first + page])
+                self.blobs.drop(*unnamed[first:first + page])
         return len(unnamed)
 
     def ensure_indexed(self) -> None:

@@ -195,7 +195,7 @@ def safetensors_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return save({k: np.asarray(v, order="C") for k, v in arrays.items()})
 
 
-def safetensors_metadata(blob: bytes) -> dict[str, str]:
+def safetensors_metadata(blob: bytes | bytearray) -> dict[str, str]:
     """The `__metadata__` strings of a safetensors blob (its header: 8 bytes of length, then JSON)."""
     try:
         size = int.from_bytes(blob[:8], "little")
@@ -210,12 +210,12 @@ def _load_safetensors(blob: bytes) -> dict[str, np.ndarray]:
     return load(blob)
 
 
-def load_safetensors(blob: bytes) -> dict[str, np.ndarray]:
-    """The arrays in a safetensors blob; a corrupt blob raises DecodeError."""
-    try:
-        return _load_safetensors(blob)
-    except Exception as e:
-        raise DecodeError(f"corrupt safetensors data: {e}") from e
+def load_safetensors(blob: bytes | bytearray) -> dict[str, np.ndarray]:
+    """The arrays in a safetensors blob, writable, over the blob's own buffer when it is a bytearray (a large one,
+    read in chunks: no second copy of it), else over one copy; a corrupt blob raises DecodeError."""
+    from shared import tensorfile
+
+    return tensorfile.arrays(blob if isinstance(blob, bytearray) else bytearray(blob))
 
 
 def _pick(arrays: dict[str, np.ndarray], name: str | None, path: Path, label: str) -> np.ndarray:

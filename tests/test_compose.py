@@ -289,11 +289,14 @@ def test_redis_healthcheck_authenticates_without_leaking_a_warning(services):
 def test_services_get_an_authenticated_broker_url(services, name):
     """
     Given a service that talks to Redis
-    Then TENSORQ_BROKER_URL points at the redis service with the required password
+    Then TENSORQ_BROKER_URL points at the redis service with the required password, unless .env names
+    another broker (the Sentinels' URL, profile `sentinel`)
     And the service waits for Redis to be healthy.
     """
     service = services[name]
-    url = environment(service).get("TENSORQ_BROKER_URL", "")
+    given = environment(service).get("TENSORQ_BROKER_URL", "")
+    assert given.startswith("${TENSORQ_BROKER_URL:-") and given.endswith("}"), f"{name}: {given!r}"
+    url = given.removeprefix("${TENSORQ_BROKER_URL:-").removesuffix("}")
 
     assert url.startswith("redis://:${REDIS_PASSWORD:?"), f"{name}: {url!r}"
     assert url.endswith("@redis:6379/0"), f"{name}: {url!r}"
@@ -449,3 +452,88 @@ def test_dockerignore_keeps_the_context_clean():
 
     assert {".venv", ".git", "tests/artifacts", ".env"} <= entries
     assert "README.md" not in entries and "pyproject.toml" not in entries
+
+
+# ---------------------------------------------------------------------------
+# Redis Sentinel (profile `sentinel`)
+# ---------------------------------------------------------------------------
+
+SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+
+
+def sentinel_conf(service: dict) -> dict[str, list[str]]:
+    """The directives a Sentinel service writes to its sentinel.conf (its `sh -c` script's heredoc)."""
+    body = full_command(service)[-1].split("<<EOF", 1)[1].split("\nEOF", 1)[0]
+    conf: dict[str, list[str]] = {}
+    for line in body.strip().splitlines():
+        words = line.split()
+        key = " ".join(words[:2]) if words[0] == "sentinel" else words[0]
+        conf[key] = words[2:] if words[0] == "sentinel" else words[1:]
+    return conf
+
+
+def test_sentinel_services_are_opt_in(services):
+    """
+    Given the Sentinel services
+    Then a replica and three Sentinels exist, each only in the `sentinel` profile
+    And each keeps its data (the Sentinels' learned config) on a declared named volume.
+    """
+    for name in ("redis-replica", *SENTINELS):
+        assert services[name].get("profiles") == ["sentinel"], name
+        assert services[name].get("restart") == "unless-stopped", name
+    volumes = {str(v).split(":")[0] for name in ("redis-replica", *SENTINELS) for v in services[name]["volumes"]}
+    assert len(volumes) == 4, "each Sentinel and the replica need a volume of their own"
+
+
+def test_the_replica_follows_redis_with_its_password(services):
+    """
+    Given the redis-replica service
+    Then it replicates `redis` with the required password and asks the same of its clients
+    And `redis` can rejoin as a replica after a failover (it knows the password to replicate with).
+    """
+    args = full_command(services["redis-replica"])
+    assert args[0] == "redis-server" and option_value(args, "--replicaof") == "redis"
+    for option in ("--requirepass", "--masterauth"):
+        assert option_value(args, option).startswith("${REDIS_PASSWORD:?"), option
+        assert option_value(full_command(services["redis"]), option).startswith("${REDIS_PASSWORD:?"), option
+    assert option_value(args, "--appendonly") == "yes"
+    assert "$$REDIS_PASSWORD" in " ".join(argv(services["redis-replica"]["healthcheck"]["test"]))
+
+
+@pytest.mark.parametrize("name", SENTINELS)
+def test_each_sentinel_watches_redis_with_a_quorum_of_two_and_passwords(services, name):
+    """
+    Given a Sentinel service
+    Then it runs redis-server in Sentinel mode on 26379, watching `redis` as `tensorq` with quorum 2 (of 3)
+    And it authenticates to Redis, requires a password of its own, and announces its own name
+    And its healthcheck pings it with that password.
+    """
+    service = services[name]
+    script = full_command(service)[-1]
+    assert full_command(service)[:2] == ["sh", "-c"] and "exec redis-server /data/sentinel.conf --sentinel" in script
+    assert "[ -f /data/sentinel.conf ] ||" in script, "a restart must keep what the Sentinel learned"
+    conf = sentinel_conf(service)
+    assert conf["sentinel monitor"] == ["tensorq", "redis", "6379", "2"]
+    assert conf["sentinel auth-pass"] == ["tensorq", "$$REDIS_PASSWORD"]
+    assert conf["requirepass"] == ["$$SENTINEL_PASSWORD"] == conf["sentinel sentinel-pass"]
+    assert conf["port"] == ["26379"] and conf["sentinel announce-ip"] == ["$$SENTINEL_NAME"]
+    assert conf["sentinel resolve-hostnames"] == ["yes"] == conf["sentinel announce-hostnames"]
+    env = environment(service)
+    assert env["SENTINEL_NAME"] == name and env["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert env["SENTINEL_PASSWORD"].startswith("${SENTINEL_PASSWORD:-${REDIS_PASSWORD:?")
+    test = " ".join(argv(service["healthcheck"]["test"]))
+    assert "-p 26379" in test and "$$SENTINEL_PASSWORD" in test and "ping" in test
+
+
+def test_the_documented_sentinel_url_is_one_tensorq_reads():
+    """
+    Given the Sentinel URL docker-compose.yml tells users to put in .env
+    Then tensorq reads it: the three Sentinels, the master name the Sentinels use, both passwords.
+    """
+    from shared import sentinel
+
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    [url] = re.findall(r"TENSORQ_BROKER_URL='([^']+)'", text)
+    parsed = sentinel.parse(url.replace("REDIS_PASSWORD", "rpw").replace("SENTINEL_PASSWORD", "spw"))
+    assert parsed.sentinels == tuple((s, 26379) for s in SENTINELS)
+    assert (parsed.master_name, parsed.password, parsed.sentinel_password) == ("tensorq", "rpw", "spw")

@@ -229,7 +229,8 @@ def test_compose_runs_the_exporter_on_loopback():
     metrics = services["metrics"]
     args = [*metrics["entrypoint"], *metrics["command"]]
     assert args[:2] == ["tensorq", "metrics"]
-    assert metrics["environment"]["TENSORQ_BROKER_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+    # the redis service's URL unless .env names another broker (the Sentinels', profile `sentinel`)
+    assert metrics["environment"]["TENSORQ_BROKER_URL"].startswith("${TENSORQ_BROKER_URL:-redis://:${REDIS_PASSWORD:?")
     assert metrics["ports"] == ["127.0.0.1:9808:9808"]
     assert metrics["depends_on"]["redis"]["condition"] == "service_healthy"
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from shared.errors import BadInput
+from shared.streamed import whole
 from worker.functions import JobContext, Stop
 
 CPU = torch.device("cpu")
@@ -93,7 +94,8 @@ def test_a_checkpoint_keeps_model_optimizer_and_rng_without_pickle() -> None:
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
     saved: list[bytes] = []
-    ctx = context(Sink(), save_checkpoint=lambda blob: saved.append(blob) or True)
+    # written as the store writes it: at once (the blob streams the state's own tensors)
+    ctx = context(Sink(), save_checkpoint=lambda blob: saved.append(whole(blob)) or True)
     state = {"model": model.state_dict(), "opt": opt.state_dict(), "note": ("a", 1, math.inf, None), "epoch": 3}
     ctx.checkpoint(5, state)
     after = torch.rand(3)  # what the RNG gives next, from the checkpoint's state

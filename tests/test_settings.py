@@ -118,3 +118,28 @@ def test_settings_mask_their_url(home):
 def test_mask_url(url, masked):
     assert settings.mask_url(url) == masked
     assert "secret" not in settings.mask_url(url)
+
+
+# --- where large blobs go (TENSORQ_ARTIFACTS) -------------------------------------------------------
+
+def test_artifacts_default_to_redis_and_take_a_url_and_a_threshold(home, monkeypatch):
+    monkeypatch.delenv("TENSORQ_ARTIFACTS", raising=False)
+    monkeypatch.delenv("TENSORQ_ARTIFACTS_MIN_BYTES", raising=False)
+    s = settings.resolve()
+    assert s.artifacts_url is None and s.artifacts_min_bytes == defaults.ARTIFACTS_MIN_BYTES
+    monkeypatch.setenv("TENSORQ_ARTIFACTS", "s3://bucket/models/")
+    monkeypatch.setenv("TENSORQ_ARTIFACTS_MIN_BYTES", "1048576")
+    s = settings.resolve()
+    assert (s.artifacts_url, s.artifacts_min_bytes) == ("s3://bucket/models", 1 << 20)
+
+
+@pytest.mark.parametrize(("name", "value", "fragment"), [
+    ("TENSORQ_ARTIFACTS", "/mnt/models", "must be a URL such as file:///mnt/models"),
+    ("TENSORQ_ARTIFACTS_MIN_BYTES", "32MiB", "must be a whole number of bytes above 0"),
+])
+def test_a_bad_artifacts_setting_is_one_line(home, monkeypatch, name, value, fragment):
+    from shared.errors import BadInput
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(BadInput, match=fragment):
+        settings.resolve()

@@ -14,6 +14,7 @@ from typing import Any
 from shared.errors import JobFailed
 from shared.kinds import KINDS
 from shared.store import Ending
+from shared.streamed import whole
 from shared.vocab import JobState, Kind
 from worker import context
 from worker.jobs import decode, readable, resolve_device
@@ -39,7 +40,7 @@ def run_batch(batch_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str,
             spec = decode((), {"spec": item.get("spec")}, OPS.kind.value)
             device = resolve_device(spec.device)
             summary, artifacts = execute(job_id, spec, device, ctx)
-            done.append((job_id, ctx.node, str(device), started, summary, artifacts[OPS.result]))
+            done.append((job_id, ctx.node, str(device), started, summary, whole(artifacts[OPS.result])))
         except Exception as e:
             log.error("job %s failed: %s", job_id, readable(e))
             failed.append(Ending(job_id, JobState.FAILED, error=readable(e)))

@@ -77,7 +77,8 @@ def init(node: str, queues: list[str]) -> WorkerContext:
     settings = settings_mod.resolve()
     client = connect(settings, check=False)
     keys = Keys(settings.key_prefix)
-    store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s, settings.retention)
+    store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s, settings.retention,
+                     settings.artifacts_url, settings.artifacts_min_bytes)
     _context = WorkerContext(settings, store, NodeRegistry(client, keys), store.leases, node, queues)
     return _context
 

@@ -23,16 +23,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load, save
 
 from shared import __version__, defaults, functions
 from shared.errors import BadInput, Interrupted, JobFailed
 from shared.metric_names import higher_is_better
 from shared.series import check_name
 from shared.specs import RunSpec
+from shared.streamed import Blob
 from shared.tensors import safetensors_metadata
 from shared.vocab import StopReason
-from worker import cpu_share
+from worker import cpu_share, tensor_blobs
 from worker.context import WorkerContext
 from worker.devices import describe_torch_device
 from worker.streams import Streams
@@ -114,8 +114,8 @@ class JobContext:
     Stop = Stop
 
     def __init__(self, job_id: str, params: Mapping[str, Any], seed: int, device: torch.device, sink: Sink,
-                 stop: Callable[[], str | None] = lambda: None, saved: bytes | None = None,
-                 save_checkpoint: Callable[[bytes], bool] | None = None,
+                 stop: Callable[[], str | None] = lambda: None, saved: bytes | bytearray | None = None,
+                 save_checkpoint: Callable[[Blob], bool] | None = None,
                  on_progress: Callable[[int, int | None], None] = lambda done, total: None,
                  flush_reports: int = defaults.LOSS_FLUSH_ITERATIONS,
                  flush_interval_s: float = defaults.LOSS_FLUSH_INTERVAL_S,
@@ -173,7 +173,7 @@ class JobContext:
         tensors["__rng__"] = torch.get_rng_state()
         meta = {"step": step, "skeleton": skeleton, "seconds": self.seconds, "tracked": self._tracked(),
                 "series": dict(self._positions())}  # every report before it is flushed: its series end here
-        if not self._save(save(tensors, metadata={"run": json.dumps(meta)})):
+        if not self._save(tensor_blobs.blob(tensors, metadata={"run": json.dumps(meta)})):  # streamed, never whole
             self._stopping(StopReason.LEASE_LOST.value)
 
     def restore(self) -> tuple[int, Any] | None:
@@ -181,7 +181,7 @@ class JobContext:
         RNG state as it was when the checkpoint was taken."""
         if self._saved is None:
             return None
-        tensors = load(self._saved)
+        tensors, _ = tensor_blobs.load(self._saved)  # over the read buffer: no copy
         meta = _meta(self._saved)
         torch.set_rng_state(tensors.pop("__rng__"))
         self.restored_step = int(meta["step"])
@@ -213,7 +213,7 @@ class JobContext:
         raise Stop(reason)
 
 
-def _meta(blob: bytes) -> dict[str, Any]:
+def _meta(blob: bytes | bytearray) -> dict[str, Any]:
     return json.loads(safetensors_metadata(blob)["run"])  # type: ignore[no-any-return]
 
 
@@ -222,7 +222,7 @@ def _skeleton(value: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
     pickle). Dicts keep their keys' types (an optimizer's state is keyed by int) as pairs."""
     if isinstance(value, torch.Tensor):
         key = f"t{len(tensors)}"
-        tensors[key] = value.detach().cpu().contiguous().clone()  # safetensors refuses shared storage
+        tensors[key] = value.detach()  # copied to the host (from a GPU) only as it is written, one at a time
         return {"__tensor__": key}
     if isinstance(value, Mapping):
         return {"__dict__": [[_key(k, where), _skeleton(v, tensors, f"{where}[{k!r}]")] for k, v in value.items()]}
@@ -261,7 +261,7 @@ def _rebuilt(value: Any, tensors: Mapping[str, torch.Tensor], device: torch.devi
 # --- the runner --------------------------------------------------------------------------------------------
 
 def execute_run(job_id: str, spec: RunSpec, device: torch.device, ctx: WorkerContext
-                ) -> tuple[dict[str, Any], dict[str, bytes]]:
+                ) -> tuple[dict[str, Any], dict[str, Blob]]:
     """Run the job function `spec.function` of this worker's environment, from its checkpoint if it has one."""
     try:
         fn = functions.load(spec.function)
@@ -282,7 +282,7 @@ def execute_run(job_id: str, spec: RunSpec, device: torch.device, ctx: WorkerCon
         reason = ctx.stop_reason()
         return reason.value if reason else None
 
-    def save_checkpoint(blob: bytes) -> bool:
+    def save_checkpoint(blob: Blob) -> bool:
         return ctx.store.blobs.put_checkpoint(job_id, blob, streams.holder)
 
     def progress(done: int, total: int | None) -> None:

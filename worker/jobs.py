@@ -18,6 +18,7 @@ from shared import __version__
 from shared.errors import Interrupted, JobFailed, TensorqError
 from shared.kinds import JobKind
 from shared.specs import AnySpec, TensorOpSpec, parse_spec
+from shared.streamed import Blob, whole
 from shared.vocab import Device, JobState, StopReason
 from worker import context, outages
 
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
-# A runner (a kind's `runner` in shared/kinds.py) returns the job's summary and its artifacts (name -> bytes).
-Execute = Callable[[str, Any, Any, context.WorkerContext], tuple[dict[str, Any], dict[str, bytes]]]
+# A runner (a kind's `runner` in shared/kinds.py) returns the job's summary and its artifacts (name -> bytes, or a
+# blob streamed as it is written: a training job's weights).
+Execute = Callable[[str, Any, Any, context.WorkerContext], tuple[dict[str, Any], dict[str, Blob]]]
 TASK_KWARGS = {"spec"}
 
 
@@ -55,7 +57,7 @@ def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any
     ctx.start_job(job_id, holder)
     try:  # a broker outage stops the attempt's writes; it goes on from its checkpoint while the lease is ours
         summary, artifacts = outages.through_outages(ctx, job_id, holder, lambda: execute(job_id, spec, device, ctx),
-                                                     lambda: lost(job_id))
+                                                     lambda: lost(job_id, ctx))
     except Interrupted as e:
         interrupted(ctx, job_id, holder, e)
     except Reject:
@@ -64,9 +66,7 @@ def run_job(job_id: str, node: str, args: tuple[Any, ...], kwargs: dict[str, Any
         fail(ctx, job_id, readable(e), holder)
     finally:
         ctx.end_job()
-    if not outages.through_outages(ctx, job_id, holder, lambda: ctx.store.mark_finished(
-            job_id, JobState.SUCCEEDED, summary=summary, artifacts=artifacts, lease_holder=holder), lambda: False):
-        lost(job_id)
+    write_ending(ctx, job_id, holder, JobState.SUCCEEDED, summary=summary, artifacts=artifacts)
     return summary
 
 
@@ -81,7 +81,7 @@ def run_pure(ctx: context.WorkerContext, job_id: str, spec: Any, device: Any, en
         return fail_unless_taken(ctx, job_id, readable(e))
     finally:
         ctx.jobs_done += 1
-    outcome = ctx.store.finish_op(job_id, ctx.node, str(device), started, summary, artifacts[entry.result])
+    outcome = ctx.store.finish_op(job_id, ctx.node, str(device), started, summary, whole(artifacts[entry.result]))
     if outcome != "ok":
         log.warning("job %s was already %s; its result is dropped", job_id, outcome)
         return already_ended(job_id, outcome)
@@ -106,9 +106,7 @@ def pure_outcome(entry: JobKind, summary: dict[str, Any]) -> str:
 
 def fail(ctx: context.WorkerContext, job_id: str, message: str, lease_holder: str | None = None) -> NoReturn:
     log.error("job %s failed: %s", job_id, message)
-    if not outages.through_outages(ctx, job_id, lease_holder, lambda: ctx.store.mark_finished(
-            job_id, JobState.FAILED, error=message, lease_holder=lease_holder), lambda: False):
-        lost(job_id)
+    write_ending(ctx, job_id, lease_holder, JobState.FAILED, error=message)
     raise JobFailed(message) from None
 
 
@@ -123,8 +121,14 @@ def fail_unless_taken(ctx: context.WorkerContext, job_id: str, message: str) -> 
     return {"skipped": why_not}
 
 
-def lost(job_id: str) -> NoReturn:
-    """Another worker took the job over (our lease lapsed): what this one made is dropped, unrecorded."""
+def lost(job_id: str, ctx: context.WorkerContext | None = None) -> NoReturn:
+    """Another worker took the job over (our lease lapsed): what this one made is dropped, unrecorded. Asked with
+    `ctx`, a job found `queued` with nobody's lease puts its message back: after a failover, the new primary may
+    never have seen the job begin (the message, in its unacknowledged set, would be dropped for good); if the
+    reaper re-queued the job instead, the message is a second one, dropped by whichever worker gets it second."""
+    if ctx is not None and ctx.store.state(job_id) == JobState.QUEUED:
+        log.warning("job %s is queued again with no lease (a failover lost its start?): its message goes back", job_id)
+        raise Reject("queued again", requeue=True) from None
     log.error("job %s: lease lost; another worker has it, so this attempt's ending is dropped", job_id)
     raise Reject("lease lost", requeue=False) from None
 
@@ -157,10 +161,28 @@ def interrupted(ctx: context.WorkerContext, job_id: str, holder: str, e: Interru
 def end_stopped(ctx: context.WorkerContext, job_id: str, holder: str, e: Interrupted, state: JobState,
                 message: str) -> None:
     """Write how a stopped job ended (with what it made so far), waiting out a broker outage as `fail` does."""
-    if not outages.through_outages(ctx, job_id, holder, lambda: ctx.store.mark_finished(
-            job_id, state, summary=e.summary, error=message, artifacts=e.artifacts, lease_holder=holder),
-            lambda: False):
-        lost(job_id)
+    write_ending(ctx, job_id, holder, state, summary=e.summary, error=message, artifacts=e.artifacts)
+
+
+def write_ending(ctx: context.WorkerContext, job_id: str, holder: str | None, state: JobState,
+                 **ending: Any) -> None:
+    """Store how a job ended (`mark_finished` under its lease), waiting out broker outages, then, where the
+    primary has replicas, wait until one holds the ending before the message is acknowledged. If a failover came
+    between and the new primary lacks it, it is written again (the lease there is still this worker's); if the
+    lease is not, the job is another worker's now (`lost`)."""
+    def ended() -> bool:  # so ended already: an ending whose reply an outage cut off was written all the same
+        return ctx.store.state(job_id) == state
+
+    def write() -> bool:
+        before = ctx.store.replication.primary()
+        if not ctx.store.mark_finished(job_id, state, lease_holder=holder, **ending):
+            return ended()
+        if ctx.store.replication.settle(before) or ended():
+            return True
+        return ctx.store.mark_finished(job_id, state, lease_holder=holder, **ending) or ended()
+
+    if not outages.through_outages(ctx, job_id, holder, write, lambda: False):
+        lost(job_id, ctx)
 
 
 def announce_revoked(job_id: str) -> None:
@@ -214,7 +236,7 @@ def readable(e: BaseException) -> str:
 
 
 def execute_op(job_id: str, spec: TensorOpSpec, device: torch.device, ctx: context.WorkerContext
-               ) -> tuple[dict[str, Any], dict[str, bytes]]:
+               ) -> tuple[dict[str, Any], dict[str, Blob]]:
     import torch
 
     from shared.tensors import safetensors_bytes

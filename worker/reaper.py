@@ -20,7 +20,8 @@ def requeue_lapsed(ctx: WorkerContext, celery: Any) -> list[str]:
     send while the broker was not serving: those it keeps, and sends once it serves again (the dead worker's
     message, left in kombu's unacked hash, is the last resort: it is redelivered after the visibility
     timeout)."""
-    requeued = []
+    requeued: list[str] = []
+    before = ctx.store.replication.primary()
     for job_id in [*ctx.unsent, *ctx.leases.reap()]:
         record = ctx.store.get(job_id)
         if record is None or record.state != JobState.QUEUED.value:
@@ -42,6 +43,10 @@ def requeue_lapsed(ctx: WorkerContext, celery: Any) -> list[str]:
         _forget(ctx, job_id)
         log.warning("job %s lost its worker (lease lapsed); re-enqueued on queue %s", job_id, record.queue)
         requeued.append(job_id)
+    if requeued and not ctx.store.replication.settle(before):
+        # a failover came between: the new primary may hold a job back in `queued` without its message, so each is
+        # sent again next round while it is still queued (a second message is dropped by whoever gets it second)
+        ctx.unsent.extend(job_id for job_id in requeued if job_id not in ctx.unsent)
     return requeued
 
 

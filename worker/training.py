@@ -12,15 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from safetensors.torch import load, save
 
 from shared import __version__, defaults
 from shared.errors import JobFailed
 from shared.metric_names import LOSS
 from shared.specs import TrainSpec
-from shared.tensors import safetensors_metadata
+from shared.streamed import Blob, Streamed
 from shared.vocab import StopReason
-from worker import cpu_share, dataset, loop
+from worker import cpu_share, dataset, loop, tensor_blobs
 from worker.context import WorkerContext
 from worker.devices import describe_torch_device
 from worker.network import DTYPES
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContext
-                  ) -> tuple[dict[str, Any], dict[str, bytes]]:
+                  ) -> tuple[dict[str, Any], dict[str, Blob]]:
     check_fits(spec, device)
     arrays = dataset.fetch(ctx.store, spec.data) if spec.data else None  # once per job start
     resume = load_checkpoint(ctx, job_id)
@@ -66,15 +65,15 @@ def execute_train(job_id: str, spec: TrainSpec, device: torch.device, ctx: Worke
 
 
 def ending(job_id: str, spec: TrainSpec, device: torch.device, ctx: WorkerContext, result: loop.TrainResult,
-           resume: Checkpoint | None) -> tuple[dict[str, Any], dict[str, bytes]]:
+           resume: Checkpoint | None) -> tuple[dict[str, Any], dict[str, Blob]]:
     """The summary and the weights artifact of a run that ended, fully or early. `weights_at` says which
     weights they are: those iteration `weights_at` starts from (the spec's iterations for a full run; the
-    last iteration run for a cancelled, timed-out or diverged one, see loop.train)."""
-    # bfloat16 widens exactly to float32, which numpy (and so every client) can read
-    weights = {n: (w.float() if w.dtype == torch.bfloat16 else w).cpu().contiguous()
-               for n, w in (("w1", result.w1), ("w2", result.w2))}
-    blob = save(weights, metadata={"job": job_id, "spec": spec.model_dump_json(),
-                                   "weights_at": str(result.weights_at)})
+    last iteration run for a cancelled, timed-out or diverged one, see loop.train). The weights are streamed
+    when stored: each copied to the host only when its turn comes."""
+    # bfloat16 widens exactly to float32, which numpy (and so every client) can read (on the device: no host copy)
+    weights = {n: w.float() if w.dtype == torch.bfloat16 else w for n, w in (("w1", result.w1), ("w2", result.w2))}
+    blob = tensor_blobs.blob(weights, metadata={"job": job_id, "spec": spec.model_dump_json(),
+                                                "weights_at": str(result.weights_at)})
     found = result.best_iteration >= 0  # no finite loss at all: no best
     summary: dict[str, Any] = {
         "final_loss": result.final_loss,
@@ -106,18 +105,23 @@ class Checkpoint:
     positions: dict[str, str]  # metric name -> stream id; a series not named had nothing yet
     rng: torch.Tensor
 
-    def to_bytes(self) -> bytes:
+    def to_blob(self) -> Streamed:
+        """The checkpoint as a safetensors blob streamed as it is written (the weights' own memory on a CPU; one
+        host copy at a time from a GPU), never built whole."""
         s = self.state
         meta = {"iteration": s.iteration, "best_loss": s.best_loss, "best_iteration": s.best_iteration,
                 "last_loss": s.last_loss, "seconds": s.seconds, "series": self.positions, "tracked": s.tracked,
                 "stream_id": self.positions.get(LOSS)}  # what a worker from before named series reads
-        tensors = {"w1": s.w1.cpu().contiguous(), "w2": s.w2.cpu().contiguous(), "rng": self.rng}
-        return save(tensors, metadata={"state": json.dumps(meta)})
+        return tensor_blobs.blob({"w1": s.w1, "w2": s.w2, "rng": self.rng}, metadata={"state": json.dumps(meta)})
+
+    def to_bytes(self) -> bytes:
+        return self.to_blob().joined()
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> Checkpoint:
-        tensors = load(blob)
-        meta = json.loads(safetensors_metadata(blob)["state"])
+    def from_bytes(cls, blob: bytes | bytearray) -> Checkpoint:
+        """The checkpoint a blob holds, its tensors over the blob's own buffer (no copy of a large one)."""
+        tensors, metadata = tensor_blobs.load(blob)
+        meta = json.loads(metadata["state"])
         # one written before there were named series holds the loss's position alone, as stream_id
         positions = meta["series"] if "series" in meta else {LOSS: meta["stream_id"]}
         tracked = {name: (best, at, last) for name, (best, at, last) in meta.get("tracked", {}).items()}
@@ -129,7 +133,7 @@ class Checkpoint:
 def save_checkpoint(ctx: WorkerContext, job_id: str, holder: str, state: loop.Resume,
                     positions: dict[str, str]) -> None:
     """Weights, RNG state, iteration and each series' position, written only while the lease is ours."""
-    blob = Checkpoint(state, dict(positions), torch.get_rng_state()).to_bytes()
+    blob = Checkpoint(state, dict(positions), torch.get_rng_state()).to_blob()
     if not ctx.store.blobs.put_checkpoint(job_id, blob, holder):
         ctx.lease_lost = True
 

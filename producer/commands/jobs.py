@@ -166,7 +166,7 @@ def weights_result(job: Job, record: JobRecord, output: Path | None, as_json: bo
         if output.suffix.lower() == ".pt":  # a dict {"w1", "w2"}, for torch.load(..., weights_only=True)
             tensors.save_pt(tensors.load_safetensors(job.artifact_bytes("weights")), output)
         else:
-            output.write_bytes(job.artifact_bytes("weights"))
+            job.save_artifact("weights", output)  # streamed to the file: never whole in memory
         click.echo(f"wrote weights w1, w2 of job {job.id}{weights_note(record)} to {output}", err=True)
         return
     weights = job.weights()

@@ -38,7 +38,8 @@ def metrics(port: int, address: str, queues: tuple[str, ...], broker: str | None
     settings = resolve(broker)
     client = connect(settings)  # exit 3 now, rather than an exporter that reports nothing
     keys = Keys(settings.key_prefix)
-    store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s, settings.retention)
+    store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s, settings.retention,
+                     settings.artifacts_url, settings.artifacts_min_bytes)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TensorqCollector(store, NodeRegistry(client, keys), queues))
 
