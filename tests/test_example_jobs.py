@@ -14,6 +14,7 @@ import torch
 
 from shared import functions
 from shared.errors import BadInput
+from shared.streamed import Blob, whole
 from worker.functions import JobContext, Stop
 
 CPU = torch.device("cpu")
@@ -30,8 +31,8 @@ class Recorder:
         self.points.setdefault(name, []).extend((first + i * stride, float(v)) for i, v in enumerate(values))
         return True
 
-    def save(self, blob: bytes) -> bool:
-        self.saved = blob
+    def save(self, blob: Blob) -> bool:
+        self.saved = whole(blob)  # written as the store writes it: at once (the blob streams the state's own tensors)
         return True
 
 
