@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-# Environment variables whose values could not be read, name -> raw value: `shared.settings.resolve` refuses
-# them in one line (exit 2) rather than let a typo silently run with the default.
-BAD_ENV: dict[str, str] = {}
+# Environment variables whose values could not be read, name -> (raw value, the least it may be):
+# `shared.settings.resolve` refuses them in one line (exit 2) rather than let a typo silently run with the default.
+BAD_ENV: dict[str, tuple[str, int]] = {}
 
 
-def _env_int(name: str, default: int) -> int:
-    """A limit an operator may change for every process (set it alike on producers and workers)."""
+def _env_int(name: str, default: int, least: int = 1) -> int:
+    """A limit an operator may change for every process (set it alike on producers and workers); a value below
+    `least` is refused."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -19,8 +20,8 @@ def _env_int(name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         value = 0
-    if value <= 0:
-        BAD_ENV[name] = raw
+    if value < least:
+        BAD_ENV[name] = (raw, least)
         return default
     return value
 
@@ -90,10 +91,13 @@ MAX_ITERATIONS = _env_int("TENSORQ_MAX_ITERATIONS", 10_000_000)
 MAX_DATASET_ELEMENTS = _env_int("TENSORQ_MAX_DATASET_ELEMENTS", 1 << 28)
 
 # Leases: a running job's worker renews its lease every LEASE_RENEW_S; a lease unrenewed for LEASE_TTL_S
-# has lapsed (the worker died) and any live worker, looking every REAP_INTERVAL_S, puts the job back.
-LEASE_TTL_S = 15
-LEASE_RENEW_S = 2.0
-REAP_INTERVAL_S = 5.0
+# has lapsed (the worker died, or is cut off) and any live worker, looking every REAP_INTERVAL_S, puts the job
+# back. TENSORQ_LEASE_TTL_S trades how soon a dead worker's job runs elsewhere against how long a worker may go
+# unheard (a stall, a network blip) before its job is taken: renewing and reaping keep their proportions to it.
+# Set it alike on every worker (each lease is renewed and reaped by the TTL of the worker holding or reaping it).
+LEASE_TTL_S = _env_int("TENSORQ_LEASE_TTL_S", 15, least=3)
+LEASE_RENEW_S = LEASE_TTL_S / 7.5  # 2 s at 15: a lease outlives six lost renewals
+REAP_INTERVAL_S = LEASE_TTL_S / 3  # 5 s at 15
 # How often a worker looks for a cancel request for its running job (the loop stops at the next iteration).
 CANCEL_CHECK_S = 0.25
 # A training job checkpoints this often unless its spec says every N iterations.

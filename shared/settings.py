@@ -84,8 +84,9 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 def resolve(broker: str | None = None) -> Settings:
     if defaults.BAD_ENV:  # the limits are read at import; a bad value is refused here, where errors are reported
-        name, raw = next(iter(defaults.BAD_ENV.items()))
-        raise BadInput(f"{name} must be a whole number above 0 (got {raw!r})")
+        name, (raw, least) = next(iter(defaults.BAD_ENV.items()))
+        bound = "above 0" if least == 1 else f"of at least {least}"
+        raise BadInput(f"{name} must be a whole number {bound} (got {raw!r})")
     home = home_dir()
     prefix = os.environ.get("TENSORQ_KEY_PREFIX") or defaults.DEFAULT_KEY_PREFIX
     visibility = _positive_int("TENSORQ_VISIBILITY_TIMEOUT_S") or defaults.VISIBILITY_TIMEOUT_S

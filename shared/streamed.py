@@ -1,6 +1,6 @@
 """A blob made of parts (a safetensors header, then each tensor's bytes), written in order and never joined whole:
 what lets a 1 GiB checkpoint reach Redis, or a file, without a second copy of it in memory. A leaf module: the
-writers (worker/tensor_blobs.py, shared/tensorfile.py) make one, the stores (shared/chunks.py, shared/objects.py)
+writers (worker/tensor_blobs.py, shared/tensorfile.py) make one, the stores (shared/chunked.py, shared/objects.py)
 take one."""
 
 from __future__ import annotations

@@ -22,7 +22,15 @@ from shared.store import JobStore
 from shared.vocab import JobState
 from tests.note_loop import note_loop
 from tests.support.cli import Cli
-from tests.support.processes import kill_9_its_worker, start_launcher, start_redis, stop_process, tq_env, wait_until
+from tests.support.processes import (
+    FAST_LAPSE,
+    kill_9_its_worker,
+    start_launcher,
+    start_redis,
+    stop_process,
+    tq_env,
+    wait_until,
+)
 from worker import tensor_blobs
 
 SMALL_VALUE, SMALL_CHUNK = 64 * 1024, 16 * 1024
@@ -253,7 +261,8 @@ def test_a_64_mib_job_killed_midway_resumes_on_another_host_and_a_laptop_reads_i
     registry, client = NodeRegistry(r, keys), Client(server.url)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in BIG.items()]
     hosts = {name: start_launcher(server.url, tmp_path / name, tmp_path / f"{name}.log", "--gpus", "none", "--name",
-                                  name, "--queue", "big") for name in ("host-a", "host-b")}  # side by side
+                                  name, "--queue", "big", **FAST_LAPSE)
+             for name in ("host-a", "host-b")}  # side by side
     laptop = Cli(tq_env(server.url, tmp_path / "laptop"))
     try:
         wait_until(lambda: all(len(w.nodes(registry)) == 1 for w in hosts.values()), 90, "both workers")

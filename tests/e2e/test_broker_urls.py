@@ -126,3 +126,9 @@ def test_a_bad_limit_in_the_environment_is_exit_2(redis_server, tmp_path, name, 
     done = Tq(tq_env(redis_server.url, tmp_path, **{name: value}))("submit", "op", "add", "1", "2", timeout=60)
     assert_one_line_error(done, 2, f"{name} must be a whole number above 0 (got '{value}')")
     assert redis_server.client().zcard("tensorq:jobs") == before
+
+
+@pytest.mark.parametrize("value", ["2", "soon"])
+def test_a_lease_ttl_too_short_to_renew_is_exit_2(redis_server, tmp_path, value) -> None:
+    done = Tq(tq_env(redis_server.url, tmp_path, TENSORQ_LEASE_TTL_S=value))("worker", "--gpus", "none", timeout=60)
+    assert_one_line_error(done, 2, f"TENSORQ_LEASE_TTL_S must be a whole number of at least 3 (got '{value}')")

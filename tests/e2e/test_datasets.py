@@ -17,7 +17,7 @@ from shared import datasets
 from shared.vocab import READY_NODE_STATES
 from tests.note_loop import note_loop_data
 from tests.support.cli import assert_one_line_error
-from tests.support.processes import REPO, kill_9_its_worker, start_launcher, stop_process, wait_until
+from tests.support.processes import FAST_LAPSE, REPO, kill_9_its_worker, start_launcher, stop_process, wait_until
 
 
 def readme_digits_command() -> list[str]:
@@ -208,7 +208,7 @@ def test_kill_9_mid_job_with_a_dataset_resumes_to_the_uninterrupted_history(redi
     """Given two workers and a mini-batched digits job, kill -9 of the one running it at ~30%: the job resumes
     from its checkpoint on the other, and its history and every metric equal the inline loop's, each point once."""
     workers = [start_launcher(redis_server.url, tq_home, tmp_path / f"{n}.log", "--gpus", "none", "--name", n,
-                              "--queue", "crash-data") for n in ("data-a", "data-b")]
+                              "--queue", "crash-data", **FAST_LAPSE) for n in ("data-a", "data-b")]
     try:
         wait_until(lambda: all(len(w.nodes(registry)) == 1 and w.nodes(registry)[0].get("state") in READY_NODE_STATES
                                for w in workers), 90, "both workers")

@@ -12,7 +12,15 @@ import pytest
 
 from shared.vocab import READY_NODE_STATES
 from tests.support.cli import assert_one_line_error
-from tests.support.processes import CLOSED_BROKER, REPO, kill_9_its_worker, start_launcher, stop_process, wait_until
+from tests.support.processes import (
+    CLOSED_BROKER,
+    FAST_LAPSE,
+    REPO,
+    kill_9_its_worker,
+    start_launcher,
+    stop_process,
+    wait_until,
+)
 from tests.support.training import FLAGS
 from tests.test_tensorboard import assert_same_points, read_run
 
@@ -103,7 +111,8 @@ def test_a_job_resumed_after_kill_9_exports_each_step_once(redis_server, tq_home
     from its checkpoint, the export holds each iteration once, equal to the stored series."""
     iterations, every = 3000, 200
     workers = [start_launcher(redis_server.url, tq_home, tmp_path / f"{n}.log", "--gpus", "none", "--name", n,
-                              "--queue", "export-crash") for n in ("export-a", "export-b")]  # side by side
+                              "--queue", "export-crash", **FAST_LAPSE)
+               for n in ("export-a", "export-b")]  # side by side
     try:
         wait_until(lambda: all(len(w.nodes(registry)) == 1 and w.nodes(registry)[0].get("state") in READY_NODE_STATES
                                for w in workers), 90, "both workers")

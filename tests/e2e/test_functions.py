@@ -18,11 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from shared import defaults
 from shared.keys import Keys
 from shared.vocab import READY_NODE_STATES
 from tests.support.cli import assert_one_line_error
-from tests.support.processes import REPO, Launcher, kill_9_its_worker, start_launcher, stop_process, wait_until
+from tests.support.processes import (
+    FAST_LAPSE,
+    REPO,
+    Launcher,
+    kill_9_its_worker,
+    start_launcher,
+    stop_process,
+    wait_until,
+)
 
 JOBFNS = REPO / "tests" / "data" / "jobfns"
 QUEUE = "fnq"
@@ -52,10 +59,12 @@ class Fleet:
 def workers(redis_server, tq_home, registry, tmp_path_factory) -> Iterator[Fleet]:
     logs = tmp_path_factory.mktemp("fn-logs")
     args = ("--gpus", "none", "--queue", QUEUE)
-    # started side by side: each takes seconds to import torch, which the two can do at once
+    # started side by side: each takes seconds to import torch, which the two can do at once; 5 s leases, for the
+    # kill -9 below
     launchers = {OFFERING: start_launcher(redis_server.url, tq_home, logs / "offering.log", *args, "--name", OFFERING,
-                                          PYTHONPATH=str(JOBFNS)),
-                 PLAIN: start_launcher(redis_server.url, tq_home, logs / "plain.log", *args, "--name", PLAIN)}
+                                          PYTHONPATH=str(JOBFNS), **FAST_LAPSE),
+                 PLAIN: start_launcher(redis_server.url, tq_home, logs / "plain.log", *args, "--name", PLAIN,
+                                       **FAST_LAPSE)}
     fleet = Fleet(launchers, registry)
     try:
         wait_until(fleet.ready, 90, "both workers")
@@ -193,8 +202,8 @@ def test_a_function_that_never_reports_holds_a_lease_and_is_cancelled_when_it_re
     started_at = status(cli, job["id"])["started_at"]
     time.sleep(max(0.0, started_at + seconds - 1 - time.time()))
     assert status(cli, job["id"])["state"] == "running"
-    # renewed every LEASE_RENEW_S: never lower than its TTL less a renewal period (and a second's rounding)
-    assert r.ttl(lease) >= defaults.LEASE_TTL_S - defaults.LEASE_RENEW_S - 1
+    # 4 s into the job, a 5 s lease unrenewed would have 1 s left; renewed every 0.67 s it never has under 3
+    assert r.ttl(lease) >= int(FAST_LAPSE["TENSORQ_LEASE_TTL_S"]) - 2
     final = finished(cli, job["id"])
     assert final["state"] == "cancelled", final
     assert final["finished_at"] - final["started_at"] >= seconds  # when it returned, not before

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.vocab import READY_NODE_STATES
-from tests.support.processes import REPO, _parent_of, redis_server_binary, tq_env, wait_until
+from tests.support.processes import FAST_LAPSE, REPO, _parent_of, redis_server_binary, tq_env, wait_until
 
 PREFIX = "tqhosts-"  # every namespace these tests make; nothing else on the machine may use it
 SUBNET = "198.18.93"  # SUBNET.0/24: head .1, workers .11 .. , laptop .100
@@ -292,7 +292,10 @@ class Cluster:
         return [self.head, *self.workers, self.laptop]
 
     def env(self, host: Host, **extra: str) -> dict[str, str]:
-        return tq_env(self.redis.url, host.home, **extra)
+        # leases lapse in 5 s (FAST_LAPSE); TENSORQ_LEASE_TTL_S in the test's environment sets another (15, the
+        # default, to measure the takeover time docs/BENCHMARKS.md gives)
+        lease = os.environ.get("TENSORQ_LEASE_TTL_S") or FAST_LAPSE["TENSORQ_LEASE_TTL_S"]
+        return tq_env(self.redis.url, host.home, TENSORQ_LEASE_TTL_S=lease, **extra)
 
     def tq(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """`tensorq ARGS` on the laptop."""

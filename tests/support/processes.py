@@ -134,6 +134,11 @@ def _parent_of(pid: int) -> int | None:
         return None
 
 
+# For workers of a test that waits for a lease to lapse (a kill -9, a cut cable): a 5 s lease (renewed every
+# 0.67 s, reaped every 1.7 s) instead of 15 s, so each wait for a takeover is ~6 s rather than ~18 s.
+FAST_LAPSE = {"TENSORQ_LEASE_TTL_S": "5"}
+
+
 def start_launcher(broker: str, home: Path, log: Path, *args: str, ready_nodes: int = 1,
                    registry: Any = None, **env: str) -> Launcher:
     """`tensorq worker ARGS` as a real process (extra environment in `env`); returns once its nodes heartbeat
