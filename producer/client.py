@@ -22,7 +22,6 @@ from producer.job import Job, as_tensor
 from shared import broker_errors, defaults, kinds
 from shared import settings as settings_mod
 from shared.errors import BadInput, BrokerUnreachable, JobNotFound
-from shared.keys import Keys
 from shared.protocol import Queue, check_queue_name, queue_for
 from shared.redis_conn import connect, failure_message
 from shared.registry import NodeRegistry, served_queues
@@ -89,10 +88,7 @@ class Client:
     @property
     def store(self) -> JobStore:
         if self._store is None:
-            client = connect(self.settings)
-            self._store = JobStore(client, Keys(self.settings.key_prefix), self.settings.artifact_dir,
-                                   self.settings.history_ttl_s, self.settings.retention,
-                                   self.settings.artifacts_url, self.settings.artifacts_min_bytes)
+            self._store = JobStore.of(connect(self.settings), self.settings)
         return self._store
 
     @property

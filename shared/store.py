@@ -48,6 +48,8 @@ from shared.vocab import FINISHED_STATES, JobState, Kind
 if TYPE_CHECKING:
     import redis
 
+    from shared.settings import Settings
+
 # Cancel atomically: a queued job is cancelled at once; a running one is flagged for its worker.
 _CANCEL = stats.LUA + """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -322,6 +324,12 @@ class JobStore:
         self._account = client.register_script(stats.ACCOUNT)
         self._index_page = client.register_script(_INDEX_PAGE)
         self._indexed = False  # known to hold every job in its (kind, state) index
+
+    @classmethod
+    def of(cls, client: redis.Redis, settings: Settings) -> JobStore:
+        """The store as a process's settings make it (its key prefix, retention, object store)."""
+        return cls(client, Keys(settings.key_prefix), settings.artifact_dir, settings.history_ttl_s,
+                   settings.retention, settings.artifacts_url, settings.artifacts_min_bytes)
 
     # --- job records -------------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from shared import settings as settings_mod
-from shared.keys import Keys
 from shared.redis_conn import connect
 from shared.registry import NodeRegistry
 from shared.store import JobStore
@@ -76,10 +75,8 @@ def init(node: str, queues: list[str]) -> WorkerContext:
     global _context
     settings = settings_mod.resolve()
     client = connect(settings, check=False)
-    keys = Keys(settings.key_prefix)
-    store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s, settings.retention,
-                     settings.artifacts_url, settings.artifacts_min_bytes)
-    _context = WorkerContext(settings, store, NodeRegistry(client, keys), store.leases, node, queues)
+    store = JobStore.of(client, settings)
+    _context = WorkerContext(settings, store, NodeRegistry(client, store.keys), store.leases, node, queues)
     return _context
 
 

@@ -26,7 +26,6 @@ def metrics(port: int, address: str, queues: tuple[str, ...], broker: str | None
 
     from producer.exporter import TensorqCollector
     from shared.errors import TensorqError
-    from shared.keys import Keys
     from shared.protocol import check_queue_name
     from shared.redis_conn import connect
     from shared.registry import NodeRegistry
@@ -37,11 +36,9 @@ def metrics(port: int, address: str, queues: tuple[str, ...], broker: str | None
         check_queue_name(q)
     settings = resolve(broker)
     client = connect(settings)  # exit 3 now, rather than an exporter that reports nothing
-    keys = Keys(settings.key_prefix)
-    store = JobStore(client, keys, settings.artifact_dir, settings.history_ttl_s, settings.retention,
-                     settings.artifacts_url, settings.artifacts_min_bytes)
+    store = JobStore.of(client, settings)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TensorqCollector(store, NodeRegistry(client, keys), queues))
+    registry.register(TensorqCollector(store, NodeRegistry(client, store.keys), queues))
 
     class QuietHandler(WSGIRequestHandler):
         def log_message(self, format: str, *args: object) -> None:  # one line per scrape is noise
