@@ -47,6 +47,10 @@ def as_tensor(array: np.ndarray) -> Any:
     return torch.from_numpy(array)
 
 
+class _HeaderRead(Exception):
+    """Stops an artifact's read once its header is in (Job.artifact_shapes)."""
+
+
 class Job:
     """A thin handle on one job; every call reads the store afresh."""
 
@@ -144,6 +148,26 @@ class Job:
         from shared.tensors import load_safetensors
 
         return {name: as_tensor(w) for name, w in load_safetensors(self._artifact("weights")).items()}
+
+    def artifact_shapes(self, name: str) -> dict[str, list[int]]:
+        """The shapes of an artifact's tensors, read from its header alone (of a large one, its first chunk: what
+        `tensorq result` prints for 1 GiB of weights without reading them)."""
+        from shared import tensorfile
+
+        head = bytearray()
+
+        def take(data: bytes | bytearray) -> None:
+            head.extend(data)
+            if tensorfile.header_end(head) is not None:
+                raise _HeaderRead
+
+        try:
+            found = self.client.store.blobs.copy_artifact(self.id, name, take)
+        except _HeaderRead:
+            found = True
+        if not found:
+            self._missing(name)
+        return tensorfile.shapes(head)
 
     def artifact_bytes(self, name: str) -> bytes | bytearray:
         return self._artifact(name)

@@ -104,6 +104,28 @@ def parse(buffer: Any) -> tuple[dict[str, Entry], dict[str, str]]:
     return entries, metadata
 
 
+def header_end(head: Any) -> int | None:
+    """Where the tensors' bytes start in a file whose first bytes are `head`, once `head` holds the whole header
+    (None before: more is needed)."""
+    if len(head) < 8:
+        return None
+    end = 8 + int.from_bytes(head[:8], "little")
+    return end if len(head) >= end else None
+
+
+def shapes(head: Any) -> dict[str, list[int]]:
+    """Each tensor's shape, from a file's first bytes (its header: `header_end` says when they suffice), without
+    its tensors' bytes; DecodeError for a header that is not one."""
+    end = header_end(head)
+    try:
+        if end is None or end - 8 > HEADER_MAX_BYTES:
+            raise ValueError("no whole header")
+        table = json.loads(bytes(head[8:end]))
+        return {name: [int(d) for d in t["shape"]] for name, t in table.items() if name != METADATA}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DecodeError(f"corrupt safetensors data: {e}") from None
+
+
 def arrays(buffer: Any) -> dict[str, np.ndarray]:
     """The file's tensors as numpy arrays over `buffer` itself (no copy: read-only over bytes, writable over a
     bytearray); DecodeError for a malformed file or a dtype numpy has not (bfloat16, float8)."""

@@ -138,3 +138,15 @@ def test_slices_of_one_part_copy_nothing() -> None:
     data = bytearray(range(256)) * 4
     runs = list(slices(Streamed(len(data), lambda: iter((memoryview(data),))), 100))
     assert all(isinstance(r, memoryview) for r in runs) and b"".join(runs) == data
+
+
+def test_shapes_come_from_the_header_alone() -> None:
+    """Given a safetensors file's first bytes, `header_end` says when they hold the whole header and `shapes` reads
+    each tensor's shape from them; a header cut short, or not JSON, is DecodeError."""
+    data = save({"w1": torch.zeros(3, 4), "b": torch.zeros(7, dtype=torch.int64)}, metadata={"k": "v"})
+    end = 8 + int.from_bytes(data[:8], "little")
+    assert [tensorfile.header_end(data[:n]) for n in (0, 7, end - 1, end, len(data))] == [None, None, None, end, end]
+    assert tensorfile.shapes(data[:end]) == {"w1": [3, 4], "b": [7]}
+    for bad in (data[:end - 1], data[:8] + b"x" * (end - 8)):
+        with pytest.raises(DecodeError):
+            tensorfile.shapes(bad)

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load
 
 from shared import chunked, datasets, defaults
+from shared.errors import TensorqError
 from shared.keys import Keys
 from shared.store import JobStore
 from shared.vocab import JobState
@@ -169,6 +170,31 @@ def test_chunks_expire_and_go_with_their_job(server, tmp_path, small) -> None:
     assert store.prune(time.time() + 1, ["train", "op"], ["succeeded"]) == {"train": 2, "op": 1}  # all ended by now
     for job_id in (kept, expiring, op):
         assert list(r.scan_iter(match=f"{store.keys.job(job_id)}*")) == []
+
+
+def test_the_shapes_of_large_weights_are_read_from_their_first_chunk(server, tmp_path, small) -> None:
+    """
+    Given a job that ended with weights in chunks
+    When every chunk but the first is deleted
+    Then `Job.artifact_shapes` (what `tensorq result JOB` prints) still gives each tensor's shape, read from the
+    header alone, while reading the weights themselves says a chunk is missing.
+    """
+    from types import SimpleNamespace
+
+    from producer.job import Job
+
+    store, r, job_id = store_for(server, tmp_path), server.client(), "b100000000000010"
+    running_job(store, job_id)
+    assert store.mark_finished(job_id, JobState.SUCCEEDED, summary={}, lease_holder="h",
+                               artifacts={"weights": tensor_blobs.blob(weights(3))})
+    key = store.keys.artifact(job_id, "weights")
+    manifest = chunked.Manifest.decode(r.get(key))
+    assert manifest is not None and manifest.count > 5
+    r.delete(*manifest.keys(store.keys, key)[1:])
+    job = Job(SimpleNamespace(store=store), job_id)  # type: ignore[arg-type]
+    assert job.artifact_shapes("weights") == {"w1": [100, 300], "w2": [300, 10]}
+    with pytest.raises(TensorqError, match="a chunk of it is missing"):
+        job.artifact_bytes("weights")
 
 
 def test_a_large_dataset_is_sent_once_in_chunks(server, tmp_path, small) -> None:

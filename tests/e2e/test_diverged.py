@@ -177,6 +177,7 @@ def test_a_cancelled_job_keeps_the_weights_of_its_last_iteration(cli, client, cp
     same_weights(out, w1, w2)
     shown = cli("result", job["id"])
     assert shown.returncode == 0 and f"weights w1 16x8, w2 8x4 (cancelled: as of iteration {at})" in shown.stdout
+    assert run_json(cli, "result", job["id"])["weights"] == {"w1": [16, 8], "w2": [8, 4]}
 
 
 def test_a_timed_out_job_keeps_its_weights_too(cli, cpu_worker, tmp_path) -> None:
