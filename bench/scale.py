@@ -43,8 +43,8 @@ def fill(store: Any, start: int, stop: int, group_size: int = 100) -> None:
     """Finished job records `start`..`stop`-1 as the store leaves them (record, `jobs` and state index entries,
     ending counts, groups of `group_size`), written with pipelines: the TRAIN_JOBS first are training jobs, the
     rest ops."""
-    from shared.blobs import compact_result, pieces
     from shared.keys import Keys
+    from shared.record_values import compact_result, pieces
     from shared.tensors import safetensors_bytes
 
     keys: Keys = store.keys

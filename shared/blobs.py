@@ -11,15 +11,11 @@ holds, by what its value starts with:
 A blob is written in two steps: `stage` sends its bytes where they will live (chunks with a provisional TTL, or a
 new object), then one script or transaction makes its key name them (`keep_into`, and the scripts here); a write
 that fails between the two is `abandon`ed. A small op result lives in its job's record itself (`compact_result`).
-
-Also how a record's values are laid out in its hash (`pieces`, `joined`): values up to a few hundred bytes are
-split into pieces Redis keeps in its compact listpack encoding."""
+"""
 
 from __future__ import annotations
 
-import functools
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from shared import chunked, defaults, leases, objects
 from shared.errors import TensorqError
 from shared.keys import Keys
+from shared.record_values import INLINE, expand_result, piece_names, unpieced
 from shared.replies import blob
 from shared.streamed import Blob, Streamed, of_bytes, size_of, whole
 
@@ -37,8 +34,6 @@ FILE = "file:"  # a stored blob with this prefix names a file (written by an old
 URL = objects.PREFIX.decode()
 ARTIFACT_NAMES = ("result", "weights")
 ARTIFACT_FIELD = "artifact:"  # a record's field per artifact: `redis` (in its key), `url:<url>`, or inline bytes
-INLINE = b"="  # an artifact field holding the result itself: `=<dtype> <shape> <data>` (compact_result)
-PIECE = "#"  # a value's continuation pieces in a record: `spec`, `spec#1`, `spec#2`, ...
 READ_ATTEMPTS = 5  # a blob replaced this many times while it is read is given up on (a checkpoint every second)
 # Swap a job's checkpoint, only while the lease is ours: the new value in, its chunks made permanent (-1 when one
 # has expired: the write took longer than BLOB_PENDING_TTL_S), the previous generation's chunks dropped. Returns
@@ -303,87 +298,3 @@ class Blobs:
 def is_external(value: bytes) -> bool:
     """Whether a blob key's value names an object or a file rather than holding (or listing) the bytes."""
     return value.startswith(objects.PREFIX) or value.startswith(FILE.encode())
-
-
-# --- an op result inline -------------------------------------------------------------------------------------
-
-def compact_result(safetensors: bytes) -> bytes | None:
-    """An op result's safetensors bytes as its record holds them, `=<dtype> <shape> <data>` (the 64 bytes of
-    header of a 2x2 float32 result become 9); None when it is not one plain tensor named `result` or would be
-    larger than RESULT_INLINE_MAX_BYTES (then it has a key of its own)."""
-    try:
-        size = int.from_bytes(safetensors[:8], "little")
-        header = json.loads(safetensors[8:8 + size])
-        tensor = header["result"]
-        data = safetensors[8 + size:]
-        dtype, shape = str(tensor["dtype"]), [int(n) for n in tensor["shape"]]
-        plain = set(header) == {"result"} and list(tensor["data_offsets"]) == [0, len(data)]
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    value = INLINE + f"{dtype} {','.join(map(str, shape))} ".encode() + data
-    if not plain or " " in dtype or len(value) > defaults.RESULT_INLINE_MAX_BYTES:
-        return None
-    return value
-
-
-def expand_result(value: bytes) -> bytes:
-    """The safetensors bytes a record's inline result stands for: the same bytes the worker made (the header as
-    the safetensors library writes it, padded with spaces to 8 bytes)."""
-    dtype, shape, data = value[len(INLINE):].split(b" ", 2)
-    tensor = {"dtype": dtype.decode(), "shape": [int(n) for n in shape.split(b",") if n],
-              "data_offsets": [0, len(data)]}
-    header = json.dumps({"result": tensor}, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)
-    return len(header).to_bytes(8, "little") + header + data
-
-
-# --- a record's values in pieces ------------------------------------------------------------------------------
-
-def pieces(name: str, value: bytes | str) -> dict[str, bytes]:
-    """A record's value as hash fields: itself, or (when it is longer than a piece but at most RECORD_PIECES_MAX
-    pieces) `name`, `name#1`, ... of RECORD_PIECE_BYTES each, so the record stays a listpack."""
-    raw = value.encode() if isinstance(value, str) else value
-    n = defaults.RECORD_PIECE_BYTES
-    if len(raw) <= n or len(raw) > n * defaults.RECORD_PIECES_MAX:
-        return {name: raw}
-    names = piece_names(name)
-    return {names[i]: raw[i * n:(i + 1) * n] for i in range(-(-len(raw) // n))}
-
-
-@functools.cache  # a handful of names, asked for every op job
-def piece_names(name: str) -> tuple[str, ...]:
-    """Every field a value named `name` may take, in order (`pieces` uses the first ones)."""
-    return (name, *(f"{name}{PIECE}{i}" for i in range(1, defaults.RECORD_PIECES_MAX)))
-
-
-def unpieced(held: list[Any]) -> bytes | None:
-    """A value back from HMGET of its `piece_names`: the pieces up to the first absent one; None when absent."""
-    if not held or held[0] is None:
-        return None
-    out = []
-    for piece in held:
-        if piece is None:
-            break
-        out.append(piece.encode() if isinstance(piece, str) else piece)
-    return b"".join(out)
-
-
-def joined(raw: Mapping[bytes | str, bytes | str]) -> dict[str, bytes]:
-    """A record's hash with every pieced value put back together (field names as text). A record written before
-    values were pieced has none: it reads as it is."""
-    whole: dict[str, bytes] = {}
-    extra: dict[str, dict[int, bytes]] = {}
-    for k, v in raw.items():
-        name = k.decode() if isinstance(k, bytes) else k
-        value = v.encode() if isinstance(v, str) else v
-        base, sep, index = name.rpartition(PIECE)
-        if sep and index.isdigit():
-            extra.setdefault(base, {})[int(index)] = value
-        else:
-            whole[name] = value
-    for base, more in extra.items():
-        i = 1
-        while base in whole and i in more:  # up to the first absent piece, as `unpieced` reads them
-            whole[base] += more[i]
-            i += 1
-    return whole

@@ -21,24 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared import defaults, leases, stats
-from shared.blobs import (
-    ARTIFACT_FIELD,
-    ARTIFACT_NAMES,
-    URL,
-    Blobs,
-    Staged,
-    compact_result,
-    is_external,
-    joined,
-    piece_names,
-    pieces,
-    unpieced,
-)
+from shared.blobs import ARTIFACT_FIELD, ARTIFACT_NAMES, URL, Blobs, Staged, is_external
 from shared.chunked import HEAD_BYTES
 from shared.errors import BadInput, JobNotFound
 from shared.keys import Keys
 from shared.leases import Leases
 from shared.metric_names import LOSS
+from shared.record_values import compact_result, joined, piece_names, pieces, unpieced
 from shared.replication import Replication
 from shared.replies import entries, streams, text, texts
 from shared.series import Chunk, Series, names_in, unpack
