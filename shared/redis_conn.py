@@ -205,14 +205,15 @@ def no_primary(settings: Settings, client: redis.Redis) -> tuple[str, bool] | No
 
     pool: Any = client.connection_pool  # a SentinelConnectionPool: its Sentinels' clients
     name, where = pool.service_name, settings.masked_broker_url
-    answered, refused, known = 0, False, False
+    answered, refused, known, tls_problem = 0, False, False, None
     for one in pool.sentinel_manager.sentinels:
         try:
             state = one.sentinel_masters().get(name)
         except redis.AuthenticationError:
             refused = True
             continue
-        except redis.RedisError:
+        except redis.RedisError as e:  # a sentinels:// handshake that failed (a wrong CA) is said as rediss://'s
+            tls_problem = tls_problem or _tls_problem(e)
             continue
         answered += 1
         if state and pool.sentinel_manager.check_master_state(state, name):
@@ -221,7 +222,8 @@ def no_primary(settings: Settings, client: redis.Redis) -> tuple[str, bool] | No
     if refused:
         return f"the Sentinels of {where} refused the password (sentinel_password=, their own requirepass)", False
     if not answered:
-        return unreachable_message(settings), False
+        return (f"broker unreachable at {where}: {tls_problem}" if tls_problem
+                else unreachable_message(settings)), False
     if not known:
         return f"no Sentinel of {where} knows a primary named {name!r} (is master_name right?)", False
     return f"the Sentinels of {where} see the primary {name!r} down (a failover under way?)", True
