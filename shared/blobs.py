@@ -10,7 +10,8 @@ holds, by what its value starts with:
 
 A blob is written in two steps: `stage` sends its bytes where they will live (chunks with a provisional TTL, or a
 new object), then one script or transaction makes its key name them (`keep_into`, and the scripts here); a write
-that fails between the two is `abandon`ed. A small op result lives in its job's record itself (`compact_result`).
+that fails between the two is `abandon`ed. A small op result lives in its job's record itself
+(shared/record_values.py `compact_result`).
 """
 
 from __future__ import annotations
